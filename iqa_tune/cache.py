@@ -1,0 +1,126 @@
+"""Decode-once image cache: every image decoded and resized once into one flat uint8 file, memory-mapped.
+
+The reference decodes the full image once per patch, 25 times per image per epoch. Here an image is decoded once
+per (dataset, resize) for all runs, and crops come from memory. The file is mapped read-only, so concurrent
+trials on one machine share one copy in the page cache. A cache is built in a temporary folder and renamed into
+place, so two processes building the same cache never see a half-written one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from .datasets import Catalog
+from .errors import UserError
+
+CACHE_FORMAT = 1
+
+
+def target_size(w: int, h: int, resize: list[int] | int | None) -> tuple[int, int]:
+    if resize is None:
+        return w, h
+    if isinstance(resize, int):
+        scale = resize / min(w, h)
+        return max(1, round(w * scale)), max(1, round(h * scale))
+    return int(resize[0]), int(resize[1])
+
+
+def decode(path: Path, resize: list[int] | int | None) -> np.ndarray:
+    """RGB uint8 (H, W, 3), resized bilinearly as the reference does; errors name the file."""
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            size = target_size(*im.size, resize)
+            if size != im.size:
+                im = im.resize(size, Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise UserError(f"{path}: unreadable or truncated image ({e})") from None
+
+
+@dataclass
+class ImageCache:
+    """All images of a catalog as one read-only memory map; ``image(i)`` is a zero-copy (H, W, 3) view."""
+
+    folder: Path
+    pixels: np.ndarray  # flat uint8 memmap
+    index: np.ndarray  # (N, 3) int64: offset, height, width
+    decoded: int  # images decoded to build it in this process (0 when it was reused)
+
+    def image(self, i: int) -> np.ndarray:
+        off, h, w = self.index[i]
+        return self.pixels[off:off + h * w * 3].reshape(h, w, 3)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.pixels.size)
+
+
+def cache_key(cat: Catalog, resize) -> str:
+    h = hashlib.sha1()
+    h.update(json.dumps([CACHE_FORMAT, cat.name, str(cat.root), resize, cat.paths]).encode())
+    for p in cat.paths:
+        st = (cat.root / p).stat()
+        h.update(f"{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:16]
+
+
+def _open(folder: Path, decoded: int) -> ImageCache:
+    index = np.load(folder / "index.npy")
+    pixels = np.memmap(folder / "pixels.u8", dtype=np.uint8, mode="r")
+    return ImageCache(folder, pixels, index, decoded)
+
+
+def build_or_open(cat: Catalog, resize, root: Path, progress: bool = True) -> ImageCache:
+    """Open the cache for (catalog, resize) under ``root``, building it first if needed."""
+    folder = root / "images" / f"{cat.name}-{cache_key(cat, resize)}"
+    if (folder / "index.npy").is_file():
+        return _open(folder, 0)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    try:
+        index = _write(cat, resize, tmp / "pixels.u8", progress)
+        np.save(tmp / "index.npy", index)
+        (tmp / "meta.json").write_text(json.dumps(
+            {"dataset": cat.name, "root": str(cat.root), "resize": resize, "images": len(cat),
+             "paths": cat.paths}, indent=1))
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process finished the same cache first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _open(folder, len(cat))
+
+
+def _write(cat: Catalog, resize, out: Path, progress: bool) -> np.ndarray:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    index = np.zeros((len(cat), 3), dtype=np.int64)
+    offset = 0
+    # PIL releases the GIL while decoding: threads overlap decode with the sequential write
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool, open(out, "wb") as f, Progress(
+            TextColumn(f"decoding {cat.name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            disable=not progress, transient=True) as bar:
+        task = bar.add_task("decode", total=len(cat))
+        for i, arr in enumerate(pool.map(lambda p: decode(cat.root / p, resize), cat.paths)):
+            f.write(arr.tobytes())
+            index[i] = (offset, arr.shape[0], arr.shape[1])
+            offset += arr.size
+            bar.advance(task)
+    return index

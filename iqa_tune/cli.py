@@ -1,0 +1,111 @@
+"""The ``iqa-tune`` command: parses arguments and dispatches, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+
+def _train(args) -> int:
+    from .config import load_run_config
+    from .train import run_train
+
+    run_train(load_run_config(args.config))
+    return 0
+
+
+def _demo_data(args) -> int:
+    from .config import DataConfig, cache_root
+    from .demo_data import DEMO_VERSION, build_demo
+
+    out = Path(args.out) if args.out else cache_root(DataConfig()) / DEMO_VERSION
+    print(build_demo(out))
+    return 0
+
+
+def _validate(args) -> int:
+    from .space import describe, load_space
+
+    print(describe(load_space(args.space)))
+    return 0
+
+
+def _run(args) -> int:
+    from .study import run_study
+
+    return run_study(args.space, address=args.address, name=args.name, storage=args.storage, resume=args.resume,
+                     dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
+
+
+def _report(args) -> int:
+    from reports.build import build_report
+
+    build_report(Path(args.experiment), out=Path(args.out) if args.out else None, metric=args.metric)
+    return 0
+
+
+def _bench(args) -> int:
+    from .bench import run_bench
+
+    return run_bench(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iqa-tune", description="Hyperparameter studies of HyperIQA on Ray Tune.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("train", help="train one configuration (no Ray)")
+    s.add_argument("config", help="run config YAML (the study schema without search/study sections)")
+    s.set_defaults(fn=_train)
+
+    s = sub.add_parser("demo-data", help="build the embedded demo dataset")
+    s.add_argument("--out", help="folder (default: the cache folder, where demo configs look)")
+    s.set_defaults(fn=_demo_data)
+
+    s = sub.add_parser("validate", help="check a space.yaml without starting Ray")
+    s.add_argument("space")
+    s.set_defaults(fn=_validate)
+
+    s = sub.add_parser("run", help="run a study on Ray Tune")
+    s.add_argument("space")
+    s.add_argument("--address", help="join a cluster: 'auto' after 'ray start --head', or ray://host:10001")
+    s.add_argument("--name", help="study name (default: study.name in the file)")
+    s.add_argument("--storage", help="results folder (default: study.storage in the file)")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
+    s.add_argument("--dashboard-host", default="127.0.0.1", help="dashboard interface (default: loopback only)")
+    s.add_argument("--dashboard-port", type=int, default=8265)
+    s.set_defaults(fn=_run)
+
+    s = sub.add_parser("report", help="ranked tables and pictures of an experiment folder")
+    s.add_argument("experiment")
+    s.add_argument("--out", help="output folder (default: EXPERIMENT/report)")
+    s.add_argument("--metric", help="rank by this metric (default: the study's)")
+    s.set_defaults(fn=_report)
+
+    s = sub.add_parser("bench", help="measure the data path, Tune overhead, ASHA savings and memory")
+    s.add_argument("--out", default="bench.json", help="JSON output")
+    s.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    s.add_argument("--only", nargs="*", help="sections: data tune asha memory")
+    s.set_defaults(fn=_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except UserError as e:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted; everything written so far is kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""Typed configuration of one HyperIQA run: every default lives here, with its unit and origin.
+
+A run config (``iqa-tune train``) is a YAML file with the sections below. A study file (``iqa-tune run``) is
+the same schema plus ``search:`` and ``study:`` sections (see :mod:`iqa_tune.space`). Loading is strict:
+unknown keys, wrong types and out-of-range values are :class:`UserError`s naming the key path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import UserError, did_you_mean
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def _fraction(v: Any) -> str | None:
+    return None if 0 <= v <= 1 else "must be in [0, 1]"
+
+
+def _open_fraction(v: Any) -> str | None:
+    return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+def _check(fn, help_: str = "") -> dict:
+    return {"check": fn, "help": help_}
+
+
+@dataclass
+class SplitConfig:
+    train: float = field(default=0.7, metadata=_check(_fraction))  # 0.7/0.1/0.2: common IQA protocol + a val set
+    val: float = field(default=0.1, metadata=_check(_fraction))  # val selects the epoch; never the test set
+    test: float = field(default=0.2, metadata=_check(_fraction))
+    seed: int = 0  # which random split; search it to get the IQA convention of medians over splits
+    official: bool = True  # use the release's own train/val/test sets where it ships them (KonIQ-10k)
+
+
+@dataclass
+class ColumnsConfig:
+    """Column names for the generic ``csv`` dataset."""
+
+    path: str = "path"  # image path, relative to data.root
+    score: str = "score"  # quality score, higher is better
+    ref: str | None = None  # optional reference/content id; images sharing one stay in the same split
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "demo"  # registry key: demo, koniq10k, livec, kadid10k, spaq, csv
+    root: str | None = None  # dataset folder; demo: built on first use under cache_dir
+    label: str | None = None  # label column/scale; None = the dataset's default (KonIQ: mos_zscore, 0-100)
+    csv_file: str | None = None  # csv dataset: the label file, relative to root
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
+    # [width, height], or one int = shorter side; None = the dataset's default (KonIQ: 512 wide x 384 tall)
+    resize: list[int] | int | None = None
+    split: SplitConfig = field(default_factory=SplitConfig)
+    patch_size: int = field(default=224, metadata=_check(_positive))  # 224: HyperIQA paper
+    train_patches: int = field(default=25, metadata=_check(_positive))  # random crops per image per epoch: paper
+    test_patches: int = field(default=25, metadata=_check(_positive))  # fixed crops per val/test image: paper
+    flip: bool = True  # random horizontal flip of training patches: reference
+    cache_dir: str | None = None  # decoded-image cache; None = $IQA_TUNE_CACHE or ~/.cache/iqa-tune
+    limit: int | None = field(default=None, metadata=_check(_positive))  # use only the first N images (smoke runs)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "swin_tiny_patch4_window7_224"  # any timm model with features_only and 4 stages
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model (tiny configs)
+    pretrained: bool = False  # timm's ImageNet weights (needs internet or a warm hub cache)
+    checkpoint: str | None = None  # local .pth/.safetensors backbone weights (offline clusters)
+    dropout: float = field(default=0.0, metadata=_check(_open_fraction))  # in the target net; reference: off
+    lda_channels: int = field(default=16, metadata=_check(_positive))  # 16: reference LDA output per stage
+    target_in: int = field(default=224, metadata=_check(_positive))  # 224: reference target input size
+    hyper_channels: int = field(default=112, metadata=_check(_positive))  # 112: reference
+    target_dims: list[int] = field(default_factory=lambda: [112, 56, 28, 14])  # reference target net widths
+    feature_size: int = field(default=7, metadata=_check(_positive))  # 7: reference hyper feature grid
+
+
+@dataclass
+class LossConfig:
+    alpha: float = field(default=0.0, metadata=_check(_non_negative))  # ranking weight; 0 = plain L1 (reference)
+    ranking: Literal["patch", "image"] = "patch"  # pairs of patches in the batch, or of per-image mean predictions
+    margin: float = field(default=0.1, metadata=_check(_non_negative))  # hinge margin, in label units
+
+
+@dataclass
+class TrainConfig:
+    optimizer: Literal["adam", "adamw"] = "adam"  # adam: reference
+    lr: float = field(default=2e-5, metadata=_check(_positive))  # backbone lr: HyperIQA paper
+    lr_ratio: float = field(default=10.0, metadata=_check(_positive))  # hyper network lr = lr x this: paper
+    weight_decay: float = field(default=5e-4, metadata=_check(_non_negative))  # 5e-4: reference
+    epochs: int = field(default=16, metadata=_check(_positive))  # 16: reference
+    batch_size: int = field(default=96, metadata=_check(_positive))  # patches per batch; 96: reference
+    patches_per_image: int = field(default=1, metadata=_check(_positive))  # patches of one image in a batch
+    schedule: Literal["step", "cosine"] = "step"  # step: lr / 10^(epoch // 6) as in the reference
+    step_size: int = field(default=6, metadata=_check(_positive))  # epochs per step: reference
+    step_factor: float = field(default=0.1, metadata=_check(_positive))  # lr multiplier per step: reference
+    warmup_epochs: float = field(default=0.0, metadata=_check(_non_negative))  # cosine: linear warmup length
+    cosine_floor: float = field(default=0.0, metadata=_check(_fraction))  # cosine: final lr as a fraction of lr
+    patience: int = field(default=0, metadata=_check(_non_negative))  # early stop after N epochs w/o val gain; 0=off
+    seed: int = 0  # model init, patch sampling, shuffling
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    threads: int | None = field(default=None, metadata=_check(_positive))  # torch CPU threads; None = torch default
+    eval_batch_size: int = field(default=128, metadata=_check(_positive))  # patches per forward pass at eval
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype of the forward pass (GPU path)
+    channels_last: bool = False  # NHWC memory format for conv backbones (GPU path)
+    compile: bool = False  # torch.compile the model (GPU path; minutes of compile on a CPU)
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    out_dir: str = "runs"  # iqa-tune train writes OUT_DIR/NAME/
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# strict loading
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is not None:
+        return getattr(origin, "__name__", str(origin))
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints accepted where floats are)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, path)
+            except UserError:
+                continue
+        raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise UserError(f"{path}: must be one of {_type_name(tp)}, got {value!r}{did_you_mean(str(value), map(str, typing.get_args(tp)))}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise UserError(f"{path}: expected null, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"{path}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{path}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+
+
+def from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping; unknown keys, wrong types and bad ranges name their key path."""
+    where = path or "top level"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            raise UserError(f"{key_path}: unknown key{did_you_mean(str(key), fields)}; valid keys here: {', '.join(fields)}")
+        value = _coerce(value, hints[key], key_path)
+        check = fields[key].metadata.get("check")
+        if check is not None and value is not None:
+            problem = check(value)
+            if problem:
+                raise UserError(f"{key_path}: {problem}, got {value!r}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _cross_checks(cfg: RunConfig) -> None:
+    """Rules between keys; each message says how to fix it."""
+    t, d, s = cfg.train, cfg.data, cfg.data.split
+    if t.batch_size % t.patches_per_image:
+        raise UserError(f"train.batch_size ({t.batch_size}) must be a multiple of train.patches_per_image ({t.patches_per_image})")
+    if d.train_patches % t.patches_per_image:
+        raise UserError(f"data.train_patches ({d.train_patches}) must be a multiple of train.patches_per_image ({t.patches_per_image})")
+    if cfg.loss.ranking == "image" and cfg.loss.alpha > 0 and t.patches_per_image < 2:
+        raise UserError(
+            "loss.ranking: 'image' averages each image's patches in a batch, but train.patches_per_image is "
+            f"{t.patches_per_image}: set train.patches_per_image >= 2 (e.g. 4), or use loss.ranking: patch")
+    if abs(s.train + s.val + s.test - 1.0) > 1e-6:
+        raise UserError(f"data.split: train + val + test must be 1, got {s.train + s.val + s.test:g}")
+    if s.train <= 0 or s.test <= 0 or s.val <= 0:
+        raise UserError("data.split: train, val and test must all be > 0 (the best epoch is chosen on val, "
+                        "never on test)")
+    if isinstance(d.resize, list) and (len(d.resize) != 2 or min(d.resize) <= 0):
+        raise UserError(f"data.resize: expected [width, height] with positive values, got {d.resize!r}")
+    if isinstance(d.resize, int) and d.resize <= 0:
+        raise UserError(f"data.resize: the shorter side must be > 0, got {d.resize!r}")
+    m = cfg.model
+    if len(m.target_dims) != 4 or min(m.target_dims) <= 0:
+        raise UserError(f"model.target_dims: expected 4 positive widths, got {m.target_dims!r}")
+    dims = [m.target_in, *m.target_dims]
+    for a, b in zip(dims, dims[1:]):
+        if (a * b) % (m.feature_size ** 2):
+            raise UserError(f"model: target layer {a}x{b} is not divisible by feature_size^2 = {m.feature_size ** 2}")
+    if m.target_in <= 3 * m.lda_channels:
+        raise UserError(f"model.target_in ({m.target_in}) must exceed 3 x model.lda_channels ({3 * m.lda_channels})")
+    if t.device not in ("auto", "cpu") and not t.device.startswith("cuda"):
+        raise UserError(f"train.device: expected auto, cpu, cuda or cuda:N, got {t.device!r}")
+
+
+def build_run_config(data: dict, source: str = "") -> RunConfig:
+    """Validate a mapping as a run config. ``source`` (a file name) prefixes every error."""
+    try:
+        cfg = from_dict(RunConfig, data)
+        _cross_checks(cfg)
+    except UserError as e:
+        raise UserError(f"{source}: {e}" if source else str(e)) from None
+    return cfg
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """``yaml.safe_load`` a file into a mapping, with errors that name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{p}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: expected a mapping at the top level")
+    return data
+
+
+def load_run_config(path: str | os.PathLike) -> RunConfig:
+    return build_run_config(read_yaml(path), str(path))
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def set_path(data: dict, dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested mapping (used to apply searched values)."""
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        data = data.setdefault(k, {})
+    data[keys[-1]] = value
+
+
+def cache_root(cfg: DataConfig) -> Path:
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir).expanduser()
+    return Path(os.environ.get("IQA_TUNE_CACHE", "~/.cache/iqa-tune")).expanduser()

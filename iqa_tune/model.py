@@ -1,0 +1,182 @@
+"""HyperIQA (Su et al., "Blindly Assess Image Quality in the Wild Guided by a Self-Adaptive Hyper Network",
+CVPR 2020), with the dimensions of the public reference implementation (SSL92/hyperIQA) and any timm backbone.
+
+Reads bottom-up: the batched target network, the local-distortion-aware (LDA) branches, the hyper network, the
+model, then the builder and its backbone registry. Channel widths come from timm's ``feature_info``; stage grids
+that are not the reference's 56/28/14/7 (small inputs, other backbones) are pooled adaptively.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .errors import UserError, did_you_mean
+
+# LDA pooling grids per stage: the reference's 7x7 average pool on 56/28/14/7 grids at 224 input.
+LDA_GRIDS = (8, 4, 2, 1)
+
+
+def target_forward(x: torch.Tensor, params: dict[str, torch.Tensor], dropout: float, training: bool) -> torch.Tensor:
+    """The target network with per-image weights: 4 x (linear + sigmoid [+ dropout]), then linear to one score.
+
+    x: (B, target_in); params["w1"]: (B, out, in) etc. One batched matmul per layer instead of the reference's
+    grouped 1x1 convolution; same arithmetic.
+    """
+    h = x
+    for k in range(1, 5):
+        h = torch.sigmoid(torch.bmm(params[f"w{k}"], h.unsqueeze(-1)).squeeze(-1) + params[f"b{k}"])
+        if dropout > 0:
+            # the reference has this dropout commented out; here it is a hyperparameter
+            h = F.dropout(h, p=dropout, training=training)
+    return (params["w5"] * h).sum(-1) + params["b5"].squeeze(-1)
+
+
+class LocalDistortionAware(nn.Module):
+    """One LDA branch: 1x1 conv (no bias) -> average pool to a small grid -> linear."""
+
+    def __init__(self, in_channels: int, mid_channels: int | None, grid: int, out_features: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, mid_channels, 1, bias=False) if mid_channels else nn.Identity()
+        self.grid = grid
+        self.fc = nn.Linear((mid_channels or in_channels) * grid * grid, out_features)
+        if mid_channels:
+            nn.init.kaiming_normal_(self.conv.weight)
+        nn.init.kaiming_normal_(self.fc.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.adaptive_avg_pool2d(self.conv(x), self.grid)
+        return self.fc(x.flatten(1))
+
+
+class HyperNetwork(nn.Module):
+    """Generates the target network's weights and biases from the last backbone stage."""
+
+    def __init__(self, in_channels: int, cfg: ModelConfig):
+        super().__init__()
+        c, fs = cfg.hyper_channels, cfg.feature_size
+        # reference: 2048 -> 1024 -> 512 -> 112 for ResNet-50; halve twice from whatever the backbone gives
+        self.reduce = nn.Sequential(
+            nn.Conv2d(in_channels, in_channels // 2, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels // 2, in_channels // 4, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels // 4, c, 1), nn.ReLU(inplace=True),
+        )
+        self.feature_size = fs
+        self.dims = [cfg.target_in, *cfg.target_dims]
+        self.w_convs = nn.ModuleList(
+            nn.Conv2d(c, a * b // fs ** 2, 3, padding=1) for a, b in zip(self.dims, self.dims[1:])
+        )
+        self.b_fcs = nn.ModuleList(nn.Linear(c, b) for b in self.dims[1:])
+        self.w5 = nn.Linear(c, self.dims[-1])
+        self.b5 = nn.Linear(c, 1)
+        for m in [*self.w_convs, *self.b_fcs, self.w5, self.b5]:
+            nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.reduce(feat)
+        if h.shape[-2:] != (self.feature_size, self.feature_size):
+            h = F.adaptive_avg_pool2d(h, self.feature_size)
+        pooled = h.mean((2, 3))
+        n = h.shape[0]
+        params = {}
+        for k, (conv, fc) in enumerate(zip(self.w_convs, self.b_fcs), start=1):
+            params[f"w{k}"] = conv(h).reshape(n, self.dims[k], self.dims[k - 1])
+            params[f"b{k}"] = fc(pooled)
+        params["w5"] = self.w5(pooled)
+        params["b5"] = self.b5(pooled)
+        return params
+
+
+class HyperIQA(nn.Module):
+    """Backbone + LDA branches (target input) + hyper network (target weights) + target network (score)."""
+
+    def __init__(self, backbone: nn.Module, cfg: ModelConfig):
+        super().__init__()
+        self.backbone = backbone
+        channels = backbone.feature_info.channels()
+        if len(channels) != 4:
+            raise UserError(f"model.backbone: HyperIQA needs 4 feature stages, {cfg.backbone} gives {len(channels)}")
+        self.channels = channels
+        # Swin (and other ViT-like) stages come out NHWC; the LDA convs want NCHW
+        self.nhwc = str(getattr(backbone, "output_fmt", "NCHW")).endswith("NHWC")
+        lda = cfg.lda_channels
+        self.lda = nn.ModuleList([
+            LocalDistortionAware(channels[0], lda, LDA_GRIDS[0], lda),
+            LocalDistortionAware(channels[1], lda * 2, LDA_GRIDS[1], lda),
+            LocalDistortionAware(channels[2], lda * 4, LDA_GRIDS[2], lda),
+            LocalDistortionAware(channels[3], None, LDA_GRIDS[3], cfg.target_in - 3 * lda),
+        ])
+        self.hyper = HyperNetwork(channels[3], cfg)
+        self.dropout = cfg.dropout
+
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.backbone(x)
+        return [f.permute(0, 3, 1, 2) for f in feats] if self.nhwc else list(feats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Quality score per patch, shape (B,)."""
+        feats = self.stages(x)
+        target_in = torch.cat([branch(f) for branch, f in zip(self.lda, feats)], dim=1)
+        params = self.hyper(feats[3])
+        return target_forward(target_in, params, self.dropout, self.training)
+
+    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(backbone + LDA, hyper network): the reference trains the second at lr x lr_ratio."""
+        base = [*self.backbone.parameters(), *self.lda.parameters()]
+        return base, list(self.hyper.parameters())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# builder
+
+# Backbones known to work, with the timm kwargs that define them. "micro" entries are tiny configurations that
+# train in seconds on a CPU (tests, the demo); any other timm model name with 4 feature stages is accepted too.
+BACKBONES: dict[str, tuple[str, dict]] = {
+    "swin_tiny_patch4_window7_224": ("swin_tiny_patch4_window7_224", {}),
+    "swin_small_patch4_window7_224": ("swin_small_patch4_window7_224", {}),
+    "swin_base_patch4_window7_224": ("swin_base_patch4_window7_224", {}),
+    "resnet50": ("resnet50", {}),
+    "resnet18": ("resnet18", {}),
+    "swin_micro": ("swin_tiny_patch4_window7_224",
+                   dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), window_size=4, img_size=64)),
+    "resnet_micro": ("resnet18", dict(layers=[1, 1, 1, 1])),
+}
+
+
+def resolve_backbone(name: str) -> tuple[str, dict]:
+    if name in BACKBONES:
+        return BACKBONES[name]
+    if name in timm.list_models():
+        return name, {}
+    raise UserError(f"model.backbone: unknown backbone {name!r}{did_you_mean(name, BACKBONES)}; "
+                    f"known: {', '.join(BACKBONES)} (or any timm model name with 4 feature stages)")
+
+
+def build_backbone(cfg: ModelConfig) -> nn.Module:
+    timm_name, kwargs = resolve_backbone(cfg.backbone)
+    kwargs = {**kwargs, **cfg.backbone_kwargs}
+    pretrained = cfg.pretrained
+    if cfg.checkpoint:
+        path = Path(cfg.checkpoint).expanduser()
+        if not path.is_file():
+            raise UserError(f"model.checkpoint: no such file: {path}")
+        # timm's own loader reads a local file through the pretrained path (filters the classifier, adapts keys)
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(path))
+        pretrained = True
+    try:
+        return timm.create_model(timm_name, pretrained=pretrained, features_only=True, out_indices=(-4, -3, -2, -1),
+                                 **kwargs)
+    except (TypeError, ValueError, AssertionError) as e:
+        raise UserError(f"model.backbone_kwargs: timm could not build {timm_name} with {kwargs}: {e}") from None
+    except (RuntimeError, OSError) as e:
+        source = f"checkpoint {cfg.checkpoint}" if cfg.checkpoint else "pretrained weights (internet or hub cache)"
+        raise UserError(f"model: could not load {source} for {timm_name}: {e}") from None
+
+
+def build_model(cfg: ModelConfig) -> HyperIQA:
+    return HyperIQA(build_backbone(cfg), cfg)

@@ -1,0 +1,152 @@
+"""Patches from the decoded-image cache: image-grouped training batches and fixed evaluation crops.
+
+Crops are slices of the memory-mapped cache (no decoding); batches travel as uint8 and are normalised in torch
+on the target device, because converting each patch to float in numpy costs ~12x the crop itself.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .cache import ImageCache
+from .errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class PatchBatch:
+    pixels: torch.Tensor  # uint8 (B, P, P, 3)
+    labels: torch.Tensor  # float32 (B,)
+    image: torch.Tensor  # int64 (B,): position of the image in its split (groups patches for image metrics)
+
+
+def check_sizes(cache: ImageCache, indices: np.ndarray, patch: int, paths: list[str]) -> None:
+    small = [i for i in indices if min(cache.index[i, 1], cache.index[i, 2]) < patch]
+    if small:
+        i = small[0]
+        raise UserError(f"{paths[i]}: image is {cache.index[i, 2]}x{cache.index[i, 1]} after resize, smaller than "
+                        f"data.patch_size {patch} ({len(small)} such images); raise data.resize or lower patch_size")
+
+
+def crop(cache: ImageCache, img: np.ndarray, ys: np.ndarray, xs: np.ndarray, flips: np.ndarray | None,
+         patch: int) -> np.ndarray:
+    out = np.empty((len(img), patch, patch, 3), dtype=np.uint8)
+    for k in range(len(img)):
+        view = cache.image(img[k])[ys[k]:ys[k] + patch, xs[k]:xs[k] + patch]
+        out[k] = view[:, ::-1] if flips is not None and flips[k] else view
+    return out
+
+
+def random_offsets(cache: ImageCache, img: np.ndarray, patch: int, rng: np.random.Generator):
+    h, w = cache.index[img, 1], cache.index[img, 2]
+    return (rng.integers(0, h - patch + 1), rng.integers(0, w - patch + 1))
+
+
+def fixed_offsets(cache: ImageCache, img: np.ndarray, paths: list[str], patch: int, n: int):
+    """The same ``n`` crops of an image in every epoch and every trial: seeded by the image's path."""
+    ys, xs = [], []
+    for i in img:
+        rng = np.random.default_rng([zlib.crc32(paths[i].encode()), patch, n])
+        h, w = cache.index[i, 1], cache.index[i, 2]
+        ys.append(rng.integers(0, h - patch + 1, size=n))
+        xs.append(rng.integers(0, w - patch + 1, size=n))
+    return np.concatenate(ys), np.concatenate(xs)
+
+
+class TrainPatches:
+    """One epoch of training batches: ``per_image`` random crops of each image, kept together in groups of
+    ``group`` patches, groups shuffled, ``batch_size // group`` groups per batch. ``group`` 1 is the reference's
+    fully shuffled patches; ``group`` >= 2 lets the image-level ranking loss average an image within a batch."""
+
+    def __init__(self, cache: ImageCache, indices: np.ndarray, scores: np.ndarray, patch: int, per_image: int,
+                 group: int, batch_size: int, flip: bool):
+        self.cache, self.indices, self.scores = cache, indices, scores
+        self.patch, self.per_image, self.group, self.batch_size, self.flip = patch, per_image, group, batch_size, flip
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) * self.per_image // self.batch_size)
+
+    def plan(self, rng: np.random.Generator) -> list[np.ndarray]:
+        """Positions (into ``indices``) of each batch's patches, grouped by image."""
+        groups = np.repeat(np.arange(len(self.indices)), self.per_image // self.group)
+        groups = groups[rng.permutation(len(groups))]
+        per_batch = self.batch_size // self.group
+        return [np.repeat(groups[s:s + per_batch], self.group) for s in range(0, len(groups), per_batch)]
+
+    def batches(self, seed: int, epoch: int) -> Iterator[PatchBatch]:
+        rng = np.random.default_rng([seed, epoch])  # a function of (seed, epoch): a resumed run repeats it
+        for pos in self.plan(rng):
+            img = self.indices[pos]
+            ys, xs = random_offsets(self.cache, img, self.patch, rng)
+            flips = rng.random(len(img)) < 0.5 if self.flip else None
+            pixels = crop(self.cache, img, ys, xs, flips, self.patch)
+            yield PatchBatch(torch.from_numpy(pixels), torch.from_numpy(self.scores[img].astype(np.float32)),
+                             torch.from_numpy(pos))
+
+
+class EvalPatches:
+    """The fixed crops of a val/test split, in batches; patch k belongs to image ``image[k]``."""
+
+    def __init__(self, cache: ImageCache, indices: np.ndarray, scores: np.ndarray, paths: list[str], patch: int,
+                 per_image: int, batch_size: int):
+        self.cache, self.scores, self.patch, self.batch_size = cache, scores, patch, batch_size
+        self.indices = indices
+        self.image = np.repeat(np.arange(len(indices)), per_image)
+        self.ys, self.xs = fixed_offsets(cache, indices, paths, patch, per_image)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.scores[self.indices]
+
+    def batches(self) -> Iterator[PatchBatch]:
+        for s in range(0, len(self.image), self.batch_size):
+            pos = self.image[s:s + self.batch_size]
+            img = self.indices[pos]
+            pixels = crop(self.cache, img, self.ys[s:s + len(pos)], self.xs[s:s + len(pos)], None, self.patch)
+            yield PatchBatch(torch.from_numpy(pixels), torch.from_numpy(self.scores[img].astype(np.float32)),
+                             torch.from_numpy(pos))
+
+
+def prefetch(it: Iterator[PatchBatch], depth: int = 2, pin: bool = False) -> Iterator[PatchBatch]:
+    """Build the next batches in a thread while the model runs on the current one."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def work():
+        try:
+            for b in it:
+                if pin:
+                    b.pixels = b.pixels.pin_memory()
+                q.put(b)
+        except BaseException as e:  # hand the error to the consumer
+            q.put(e)
+        q.put(done)
+
+    threading.Thread(target=work, daemon=True).start()
+    while (item := q.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+class Normalizer:
+    """uint8 NHWC -> normalised float NCHW on the device (optionally channels_last)."""
+
+    def __init__(self, device: torch.device, channels_last: bool = False):
+        self.device = device
+        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
