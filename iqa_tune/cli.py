@@ -37,7 +37,7 @@ def _run(args) -> int:
     from .study import run_study
 
     return run_study(args.space, address=args.address, name=args.name, storage=args.storage, resume=args.resume,
-                     dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
+                     dashboard=not args.no_dashboard, dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
 
 
 def _report(args) -> int:
@@ -77,6 +77,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
     s.add_argument("--dashboard-host", default="127.0.0.1", help="dashboard interface (default: loopback only)")
     s.add_argument("--dashboard-port", type=int, default=8265)
+    s.add_argument("--no-dashboard", action="store_true", help="start the local Ray instance without a dashboard")
     s.set_defaults(fn=_run)
 
     s = sub.add_parser("report", help="ranked tables and pictures of an experiment folder")

@@ -77,8 +77,10 @@ class Solver:
     ``load_state_dict()`` make a run resumable (batches depend only on (seed, epoch), so a resumed run repeats
     the batches an uninterrupted one would have seen)."""
 
-    def __init__(self, cfg: RunConfig, data: PreparedData, device: torch.device | None = None):
+    def __init__(self, cfg: RunConfig, data: PreparedData, device: torch.device | None = None,
+                 select: str = "val_srcc", mode: str = "max"):
         self.cfg, self.data = cfg, data
+        self.select, self.sign = select, (1.0 if mode == "max" else -1.0)  # the metric that picks the best epoch
         t, d = cfg.train, cfg.data
         if t.threads:
             torch.set_num_threads(t.threads)
@@ -184,11 +186,12 @@ class Solver:
         return metrics, test_pred
 
     def _track_best(self, m: dict) -> dict:
-        """Best epoch by val SRCC, and the test figures at that epoch: the honest number to report."""
-        score = m.get("val_srcc", float("-inf"))
-        improved = not self.best or score > self.best["val_srcc"]
+        """Best epoch by the selection metric (val SRCC by default), and the test figures at that epoch: the
+        honest number to report."""
+        score = self.sign * m[self.select]
+        improved = not self.best or score > self.best["score"]
         if improved:
-            self.best = {"val_srcc": score, "val_plcc": m.get("val_plcc", 0.0), "epoch": m["epoch"],
+            self.best = {"score": score, "val_srcc": m.get("val_srcc", 0.0), "val_plcc": m.get("val_plcc", 0.0), "epoch": m["epoch"],
                          "test_srcc": m.get("test_srcc", 0.0), "test_plcc": m.get("test_plcc", 0.0)}
             self.since_best = 0
         else:
