@@ -14,6 +14,7 @@ import time
 import warnings
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -292,6 +293,9 @@ def run_study(space_file: str, address: str | None = None, name: str | None = No
     absolute_paths(space)
     prebuild_caches(space, console)
     _log_to_file(exp_dir)
+    (exp_dir / "study.yaml").write_text(yaml.safe_dump(
+        {"source": str(space_file), "metric": space.study.metric, "mode": space.study.mode,
+         "max_epochs": space.max_epochs, "trials": space.num_trials}))
     connect(address, dashboard, dashboard_host, dashboard_port, console)
     try:
         preflight(space)
