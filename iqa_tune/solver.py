@@ -9,6 +9,7 @@ a validation split rather than on the test set.
 from __future__ import annotations
 
 import math
+import resource
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -41,7 +42,7 @@ def prepare_data(cfg: RunConfig, progress: bool = True) -> PreparedData:
     resize = cfg.data.resize if cfg.data.resize is not None else cat.resize
     cache = build_or_open(cat, resize, cache_root(cfg.data), progress=progress)
     split = split_catalog(cat, cfg.data.split)
-    for name, idx in split.items():
+    for idx in split.values():
         check_sizes(cache, idx, cfg.data.patch_size, cat.paths)
     return PreparedData(cat, cache, split)
 
@@ -182,6 +183,7 @@ class Solver:
             metrics[f"lr_{g['name']}"] = g["lr"]
         self.epoch += 1
         metrics["epoch_seconds"] = time.perf_counter() - start
+        metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
         metrics.update(self._track_best(metrics))
         return metrics, test_pred
 

@@ -93,7 +93,7 @@ METRICS = ("val_srcc", "val_plcc", "val_krcc", "train_loss", "train_srcc_patch",
 def _schema_has(path: str) -> bool:
     cls: Any = RunConfig
     parts = path.split(".")
-    for i, key in enumerate(parts):
+    for key in parts:
         if not dataclasses.is_dataclass(cls):
             return False
         fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -160,6 +160,15 @@ def _validate_values(base: dict, dims: list[Dimension], source: str) -> None:
                 build_run_config(trial)
             except UserError as e:
                 raise UserError(f"{source}: search.{d.path} value {v!r}: {e}") from None
+    for d in dims:
+        if d.path == "model.backbone":
+            from .model import resolve_backbone
+
+            for v in d.args:
+                try:
+                    resolve_backbone(v)
+                except UserError as e:
+                    raise UserError(f"{source}: search.model.backbone value {v!r}: {e}") from None
     combos = list(itertools.islice(itertools.product(*[d.corners() for d in dims]), 4096))
     for values in combos:
         trial = copy.deepcopy(base)

@@ -67,9 +67,15 @@ class PersistentASHA(AsyncHyperBandScheduler):
             pickle.dump(self.__dict__, f)
         os.replace(tmp, self._state_file)
 
+    def __getstate__(self) -> dict:
+        # Tune pickles the scheduler into tuner.pkl; a restored Tuner sets metric and mode again, which ASHA
+        # refuses once they are set, so the pickled copy is the unconfigured one (its rungs live in the state file)
+        return {**self.__dict__, "_metric": None, "_mode": None}
+
     def set_search_properties(self, metric, mode, **spec) -> bool:
-        self._load_once()
-        return super().set_search_properties(metric, mode, **spec)
+        accepted = super().set_search_properties(metric, mode, **spec)
+        self._load_once()  # the saved rungs, recorded under the same metric and mode
+        return accepted
 
     def on_trial_add(self, tune_controller, trial) -> None:
         self._load_once()
@@ -119,9 +125,19 @@ class ProgressTable(tune.Callback):
         self.trials: list = []
         self.last_draw = 0.0
 
+        self.statuses: dict[str, str] = {}  # at the end of the last step, before Tune's cleanup stops everything
+
     def __getstate__(self) -> dict:
         # Tune pickles callbacks with the experiment; a live display is rebuilt after a restore
-        return {"space": self.space, "live": None, "trials": [], "last_draw": 0.0}
+        return {"space": self.space, "live": None, "trials": [], "last_draw": 0.0, "statuses": {}}
+
+    def on_step_end(self, iteration, trials, **info):
+        self.statuses = {t.trial_id: t.status for t in trials}
+
+    @property
+    def unfinished(self) -> list[str]:
+        """Trials not finished when the loop ended: non-empty after Ctrl-C, empty after a complete study."""
+        return [t for t, s in self.statuses.items() if s not in ("TERMINATED", "ERROR")]
 
     def _table(self) -> Table:
         m = self.space.study.metric
@@ -130,7 +146,7 @@ class ProgressTable(tune.Callback):
             table.add_column(col, justify="right" if col not in ("trial", "status") else "left", no_wrap=True)
         for t in self.trials[-40:]:
             r = t.last_result or {}
-            status = trial_status(t)
+            status = trial_status(t, self.statuses.get(t.trial_id))
             table.add_row(t.trial_id, status, str(r.get("epoch", "")), _fmt(r.get(m)), _fmt(r.get(f"best_{m}")),
                           _fmt(r.get("test_srcc_at_best_val")), *[_fmt(t.config.get(d.path)) for d in self.space.dims])
         return table
@@ -171,11 +187,12 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def trial_status(trial) -> str:
+def trial_status(trial, status: str | None = None) -> str:
     r = trial.last_result or {}
-    if trial.status == "TERMINATED" and r.get("epoch", 0) < r.get("max_epochs", 0):
+    status = status or trial.status
+    if status == "TERMINATED" and r.get("epoch", 0) < r.get("max_epochs", 0):
         return "stopped early"
-    return {"TERMINATED": "completed", "ERROR": "errored"}.get(trial.status, trial.status.lower())
+    return {"TERMINATED": "completed", "ERROR": "errored"}.get(status, status.lower())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -268,8 +285,9 @@ def build_tuner(space: Space, exp_dir: Path, resume: bool, callbacks: list):
     )
     tune_config = tune.TuneConfig(
         metric=s.metric, mode=s.mode, num_samples=s.num_samples, scheduler=make_scheduler(space, exp_dir),
-        search_alg=BasicVariantGenerator(random_state=s.search_seed),
-        max_concurrent_trials=s.max_concurrent, trial_dirname_creator=lambda t: t.trial_id,
+        # the limit goes to the generator: Tune ignores TuneConfig.max_concurrent_trials when search_alg is given
+        search_alg=BasicVariantGenerator(random_state=s.search_seed, max_concurrent=s.max_concurrent or 0),
+        trial_dirname_creator=lambda t: t.trial_id,
         trial_name_creator=lambda t: t.trial_id,
     )
     return tune.Tuner(trainable, param_space=param_space(space), tune_config=tune_config, run_config=run_config)
@@ -306,10 +324,9 @@ def run_study(space_file: str, address: str | None = None, name: str | None = No
             tuner.fit()
         finally:
             progress.stop()
-        trials = progress.trials
+        trials, unfinished = progress.trials, progress.unfinished
     finally:
         ray.shutdown()
-    unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
     resume_cmd = f"iqa-tune run {space_file} --name {space.study.name} --storage {space.study.storage} --resume"
     if unfinished:
         console.print(f"[bold yellow]interrupted[/] with {len(unfinished)} trials unfinished; continue with:\n  "

@@ -78,7 +78,7 @@ def run_train(cfg: RunConfig, console: Console | None = None) -> tuple[Path, dic
                 torch.save(solver.state_dict(), out / "best.pt")
                 save_predictions(out / "test_predictions.npz", data, test_pred, metrics["epoch"])
             last = metrics
-            bar.update(task, completed=0, epoch=metrics["epoch"] + 1,
+            bar.update(task, completed=0, epoch=min(metrics["epoch"] + 1, cfg.train.epochs),
                        status=f"loss {metrics['train_loss']:.3f}  val SRCC {metrics.get('val_srcc', 0):.4f}  "
                               f"best {metrics['best_val_srcc']:.4f} (epoch {metrics['best_epoch']})")
     _summary(console, solver, last, out)

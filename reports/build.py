@@ -77,7 +77,7 @@ def plots(epochs: pd.DataFrame, ranking: pd.DataFrame, metric: str, out: Path) -
         return files
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, col, title in ((axes[0], metric, f"{metric} (selects)"), (axes[1], "test_srcc", "test SRCC (reported)")):
-        for trial, g in epochs.groupby("trial"):
+        for _, g in epochs.groupby("trial"):
             g = g.sort_values("epoch")
             line, = ax.plot(g["epoch"], g[col], marker=".", lw=1)
             ended = g["ended"].iloc[-1]

@@ -117,7 +117,7 @@ def group_split_seeds(ranking: pd.DataFrame, metric: str, mode: str,
     df = ranking.dropna(subset=[metric]).copy()
     df["_key"] = df[hp].astype(str).agg(" | ".join, axis=1) if hp else "all"
     rows = []
-    for key, g in df.groupby("_key"):
+    for _, g in df.groupby("_key"):
         rows.append({**{c: g.iloc[0][c] for c in hp}, "splits": len(g),
                      f"median {metric}": g[metric].median(), f"min {metric}": g[metric].min(),
                      f"max {metric}": g[metric].max(), "median test_srcc": g["test_srcc"].median(),

@@ -15,8 +15,8 @@ import ray
 import torch
 from ray import tune
 
-from iqa_tune.space import Space, trial_config
 from iqa_tune.solver import Solver, prepare_data
+from iqa_tune.space import Space, trial_config
 from iqa_tune.train import save_predictions, write_run_files
 
 STATE_FILE = "state.pt"

@@ -1,0 +1,35 @@
+# `make demo`: the demo study on the embedded demo data. `make test`: lint + tests.
+# Both create .venv on first use (Python >= 3.10, pip and make are all a fresh machine needs).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned to the pair that imports together (timm needs torchvision)
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+.PHONY: install demo train-demo test lint bench clean
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/iqa-tune run search_spaces/demo.yaml --name demo-$$(date +%Y%m%d-%H%M%S)
+
+train-demo: $(STAMP)
+	$(BIN)/iqa-tune train configs/demo_train.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check iqa_tune trainables reports tests
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/iqa-tune bench --out bench.json
+
+clean:
+	rm -rf $(VENV) ray_results runs .pytest_cache

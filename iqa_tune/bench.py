@@ -1,0 +1,244 @@
+"""``iqa-tune bench``: side-by-side measurements in one run on one machine, printed as ratios and written as JSON.
+
+Sections: ``data`` (patch delivery vs the reference's decode-per-patch pattern, and vs a plain numpy copy),
+``tune`` (per-epoch time inside Tune vs the bare solver, Ray start to first report), ``asha`` (trial-epochs and
+wall time of a 12-point grid with and without ASHA, and whether the grid's best survives), ``memory`` (peak RSS
+of the driver and of trial workers with 1 and 2 concurrent trials). Benchmarks, not tests: numbers vary with the
+machine and its load, so every figure is compared with its baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from .cache import build_or_open
+from .config import DataConfig, build_run_config, cache_root
+from .datasets import Catalog
+from .patches import IMAGENET_MEAN, IMAGENET_STD, Normalizer, TrainPatches
+
+SECTIONS = ("data", "tune", "asha", "memory")
+
+
+def _machine() -> str:
+    import torch
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, " \
+           f"{torch.get_num_threads()} threads"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# data path
+
+
+def _koniq_like(folder: Path, n: int) -> Catalog:
+    """n 1024x768 JPEGs (scikit-image photos, upscaled), the size of KonIQ-10k's release images."""
+    from PIL import Image
+
+    from .demo_data import PHOTOS, _photo
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        _, loader, index = PHOTOS[i % len(PHOTOS)]
+        path = folder / f"{i:04d}.jpg"
+        if not path.exists():
+            _photo(loader, index).resize((1024, 768), Image.BICUBIC).save(path, quality=90)
+        paths.append(path.name)
+    return Catalog("bench-koniq", folder, paths, np.linspace(0, 100, n), paths, [512, 384])
+
+
+def _reference_patches(cat: Catalog, count: int, patch: int, rng) -> float:
+    """The reference's loader: open, decode and resize the full image for every patch, then crop, flip,
+    ToTensor and normalise one patch at a time. Returns patches/s."""
+    import torch
+    from PIL import Image
+
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    start = time.perf_counter()
+    for k in range(count):
+        with Image.open(cat.root / cat.paths[k % len(cat)]) as im:
+            im = im.convert("RGB").resize((512, 384), Image.BILINEAR)
+        y, x = rng.integers(0, 384 - patch + 1), rng.integers(0, 512 - patch + 1)
+        im = im.crop((x, y, x + patch, y + patch))
+        if rng.random() < 0.5:
+            im = im.transpose(Image.FLIP_LEFT_RIGHT)
+        t = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255).permute(2, 0, 1)
+        _ = (t - mean) / std
+    return count / (time.perf_counter() - start)
+
+
+def bench_data(quick: bool) -> dict:
+    import torch
+
+    n_images, patch, batch = (24, 224, 96) if quick else (96, 224, 96)
+    with tempfile.TemporaryDirectory() as tmp:
+        cat = _koniq_like(Path(tmp) / "images", n_images)
+        t0 = time.perf_counter()
+        cache = build_or_open(cat, [512, 384], Path(tmp) / "cache", progress=False)
+        build_s = time.perf_counter() - t0
+        rng = np.random.default_rng(0)
+        ref = _reference_patches(cat, 150 if quick else 600, patch, rng)
+        idx = np.arange(len(cat))
+        train = TrainPatches(cache, idx, cat.scores, patch, 25, 1, batch, True)
+        norm = Normalizer(torch.device("cpu"))
+        crop_only, full, nbytes = [], [], 0
+        for epoch in range(2 if quick else 3):
+            t = time.perf_counter()
+            batches = list(train.batches(0, epoch))
+            crop_only.append(sum(len(b.labels) for b in batches) / (time.perf_counter() - t))
+            nbytes = sum(b.pixels.numel() for b in batches)
+            t = time.perf_counter()
+            for b in train.batches(0, epoch):
+                norm(b.pixels)
+            full.append(sum(len(b.labels) for b in batches) / (time.perf_counter() - t))
+        # the ceiling: a plain numpy copy of the same number of bytes, in batch-sized pieces
+        src = np.asarray(cache.pixels[: batch * patch * patch * 3]).copy()
+        dst = np.empty_like(src)
+        reps = max(1, nbytes // src.nbytes)
+        t = time.perf_counter()
+        for _ in range(reps):
+            np.copyto(dst, src)
+        copy_bps = reps * src.nbytes / (time.perf_counter() - t)
+        ours_bps = statistics.median(crop_only) * patch * patch * 3
+        return {"images": n_images, "patch": patch, "cache_build_s": build_s,
+                "reference_patches_per_s": ref, "ours_crop_patches_per_s": statistics.median(crop_only),
+                "ours_crop_and_normalise_patches_per_s": statistics.median(full),
+                "speedup_crop": statistics.median(crop_only) / ref,
+                "speedup_crop_and_normalise": statistics.median(full) / ref,
+                "crop_bandwidth_gb_s": ours_bps / 1e9, "numpy_copy_gb_s": copy_bps / 1e9,
+                "fraction_of_copy": ours_bps / copy_bps}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tune overhead, ASHA, memory: real studies on the demo data
+
+
+BENCH_BASE = {
+    "data": {"dataset": "demo", "patch_size": 32, "train_patches": 8, "test_patches": 8,
+             "split": {"train": 0.6, "val": 0.2, "test": 0.2}},
+    "model": {"backbone": "resnet_micro"},
+    "loss": {"margin": 1.0},
+    "train": {"lr": 1.0e-3, "epochs": 3, "batch_size": 32, "patches_per_image": 2, "warmup_epochs": 0.5},
+}
+
+
+def _study(tmp: Path, name: str, search: dict, study: dict, **train) -> tuple[Path, float]:
+    from .study import run_study
+
+    body = json.loads(json.dumps(BENCH_BASE))
+    body["train"].update(train)
+    body["search"] = search
+    body["study"] = {"name": name, "storage": str(tmp), **study}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(body))
+    start = time.time()
+    code = run_study(str(path), dashboard=False)
+    if code != 0:
+        raise RuntimeError(f"bench study {name} ended with {code}")
+    return tmp / name, start
+
+
+def _rows(exp: Path) -> dict[str, list[dict]]:
+    out = {}
+    for trial in exp.iterdir():
+        f = trial / "result.json"
+        if f.is_file():
+            out[trial.name] = [json.loads(line) for line in f.read_text().splitlines()]
+    return out
+
+
+def bench_tune(quick: bool, tmp: Path) -> dict:
+    from .solver import Solver, prepare_data
+
+    epochs = 2 if quick else 3
+    cfg = build_run_config({**BENCH_BASE, "train": {**BENCH_BASE["train"], "epochs": epochs, "threads": 2}})
+    solver = Solver(cfg, prepare_data(cfg, progress=False))
+    bare = [m["epoch_seconds"] for m, _ in solver.fit()]
+    exp, start = _study(tmp, "tune-overhead", {"loss.alpha": {"grid": [0.0]}},
+                        {"scheduler": {"type": "none"}, "resources": {"cpu": 2}}, epochs=epochs, threads=2)
+    (rows,) = _rows(exp).values()
+    tuned = [r["epoch_seconds"] for r in rows]
+    # epoch 1 carries warm-up effects in both; compare the median of the rest where there is one
+    b, t = statistics.median(bare[1:] or bare), statistics.median(tuned[1:] or tuned)
+    return {"epochs": epochs, "bare_epoch_s": b, "tune_epoch_s": t, "overhead": t / b - 1,
+            "start_to_first_report_s": rows[0]["timestamp"] - start - rows[0]["epoch_seconds"]}
+
+
+def bench_asha(quick: bool, tmp: Path) -> dict:
+    search = {"loss.alpha": {"grid": [0.0, 0.5, 1.0]}, "train.lr": {"grid": [3.0e-4, 1.0e-3]},
+              "train.schedule": {"grid": ["step", "cosine"]}}
+    epochs = 3 if quick else 4
+    train = {"epochs": epochs, "threads": 1}
+    full, t0 = _study(tmp, "grid-full", search, {"scheduler": {"type": "none"}}, **train)
+    full_s = time.time() - t0
+    asha, t0 = _study(tmp, "grid-asha", search, {"scheduler": {"type": "asha", "grace_period": 1,
+                                                                "reduction_factor": 3}}, **train)
+    asha_s = time.time() - t0
+    full_rows, asha_rows = _rows(full), _rows(asha)
+
+    def best(rows_by_trial):
+        return max(rows_by_trial, key=lambda t: max(r["val_srcc"] for r in rows_by_trial[t]))
+
+    def config_of(exp, trial):
+        return json.loads((exp / trial / "params.json").read_text())
+
+    best_full = config_of(full, best(full_rows))
+    survivors = [config_of(asha, t) for t, rows in asha_rows.items() if rows[-1]["epoch"] == epochs]
+    return {"grid_points": 12, "epochs": epochs,
+            "full_trial_epochs": sum(len(r) for r in full_rows.values()),
+            "asha_trial_epochs": sum(len(r) for r in asha_rows.values()),
+            "trial_epoch_fraction": sum(len(r) for r in asha_rows.values()) / sum(len(r) for r in full_rows.values()),
+            "full_wall_s": full_s, "asha_wall_s": asha_s, "wall_fraction": asha_s / full_s,
+            "full_best_config": best_full, "full_best_survives_asha": best_full in survivors,
+            "asha_best_config": config_of(asha, best(asha_rows))}
+
+
+def bench_memory(quick: bool, tmp: Path) -> dict:
+    import resource
+
+    out = {}
+    for concurrent in (1, 2):
+        exp, _ = _study(tmp, f"memory-{concurrent}", {"loss.alpha": {"grid": [0.0, 1.0]}},
+                        {"scheduler": {"type": "none"}, "max_concurrent": concurrent}, epochs=1, threads=1)
+        rss = [rows[-1]["peak_rss_mb"] for rows in _rows(exp).values()]
+        out[f"trial_peak_rss_mb_{concurrent}_concurrent"] = max(rss)
+    out["driver_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["extra_trial_ratio"] = out["trial_peak_rss_mb_2_concurrent"] / out["trial_peak_rss_mb_1_concurrent"]
+    return out
+
+
+def run_bench(args) -> int:
+    console = Console()
+    sections = args.only or list(SECTIONS)
+    report = {"machine": _machine(), "quick": bool(args.quick)}
+    os.environ.setdefault("IQA_TUNE_CACHE", str(cache_root(DataConfig())))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in sections:
+            console.print(f"[bold]bench {name}[/] ...")
+            fn = {"data": lambda: bench_data(args.quick), "tune": lambda: bench_tune(args.quick, Path(tmp)),
+                  "asha": lambda: bench_asha(args.quick, Path(tmp)),
+                  "memory": lambda: bench_memory(args.quick, Path(tmp))}[name]
+            report[name] = fn()
+            Path(args.out).write_text(json.dumps(report, indent=1, default=str))
+    table = Table(title=f"iqa-tune bench on {report['machine']}")
+    table.add_column("section")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name in sections:
+        for k, v in report[name].items():
+            table.add_row(name, k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    console.print(table)
+    console.print(f"written: {args.out}")
+    return 0

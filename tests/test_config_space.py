@@ -1,0 +1,75 @@
+"""Validation of run configs and space files: each class of mistake names its key path, exit code 2."""
+
+import pytest
+import yaml
+
+from iqa_tune.config import build_run_config
+from iqa_tune.errors import UserError
+from iqa_tune.space import load_space
+
+from .conftest import ROOT, cli
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"train": {"lrr": 1}}, "train.lrr: unknown key (did you mean 'lr'?)"),
+    ({"train": {"lr": "fast"}}, "train.lr: expected float, got 'fast'"),
+    ({"train": {"epochs": 0}}, "train.epochs: must be > 0"),
+    ({"loss": {"alpha": -1}}, "loss.alpha: must be >= 0"),
+    ({"loss": {"ranking": "images"}}, "did you mean 'image'"),
+    ({"loss": {"alpha": 1, "ranking": "image"}}, "set train.patches_per_image >= 2"),
+    ({"train": {"batch_size": 10, "patches_per_image": 4}}, "must be a multiple of train.patches_per_image"),
+    ({"data": {"split": {"train": 0.9, "val": 0.0, "test": 0.1}}}, "never on test"),
+])
+def test_run_config_errors_name_the_key_path(data, message):
+    with pytest.raises(UserError, match=None) as e:
+        build_run_config(data, "cfg.yaml")
+    assert message in str(e.value) and str(e.value).startswith("cfg.yaml: ")
+
+
+def _space(tmp_path, search=None, study=None, **fixed):
+    path = tmp_path / "space.yaml"
+    body = {"data": {"dataset": "demo"}, "model": {"backbone": "resnet_micro"}, **fixed}
+    if search is not None:
+        body["search"] = search
+    if study is not None:
+        body["study"] = study
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+@pytest.mark.parametrize("search, study, message", [
+    ({"loss.alpha": {"choise": [0.5]}}, None, "(did you mean 'choice'?)"),
+    ({"loss.alpha": {"uniform": [1.0, 0.5]}}, None, "search.loss.alpha.uniform: lo (1.0) must be < hi (0.5)"),
+    ({"train.lr": {"loguniform": [0, 1e-3]}}, None, "loguniform needs lo > 0"),
+    ({"loss.alpha": {"choice": [-0.5, 1.0]}}, None, "search.loss.alpha value -0.5: loss.alpha: must be >= 0"),
+    ({"loss.alpha": {"choice": []}}, None, "expected a non-empty list"),
+    ({"loss.alfa": {"choice": [1.0]}}, None, "search.loss.alfa: no key 'alfa' in the run schema (did you mean 'alpha'?)"),
+    ({"loss.ranking": {"grid": ["patch", "image"]}, "loss.alpha": {"grid": [1.0]}}, None,
+     "the combination loss.alpha=1.0, loss.ranking='image' is invalid"),
+    (None, {"metric": "test_srcc"}, "test metrics are never used to select"),
+    (None, {"scheduler": {"reduction_factor": 1}}, "study.scheduler.reduction_factor: must be > 1"),
+    (None, {"num_sampels": 3}, "(did you mean 'num_samples'?)"),
+])
+def test_space_errors(tmp_path, search, study, message):
+    path = _space(tmp_path, search, study)
+    with pytest.raises(UserError) as e:
+        load_space(str(path))
+    assert message in str(e.value)
+
+
+def test_validate_cli_counts_trials_and_rejects_bad_files(tmp_path):
+    good = cli("validate", ROOT / "search_spaces/demo.yaml")
+    assert good.returncode == 0, good.stderr
+    assert "trials: 8 (1 samples x 8 grid points)" in good.stdout
+    bad = cli("validate", _space(tmp_path, {"loss.alpha": {"uniform": [2, 1]}}))
+    assert bad.returncode == 2 and "lo (2) must be < hi (1)" in bad.stderr and "Traceback" not in bad.stderr
+    missing = cli("validate", tmp_path / "nope.yaml")
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "seed_alpha.yaml", "koniq_swin.yaml"])
+def test_shipped_spaces_are_valid(name):
+    space = load_space(str(ROOT / "search_spaces" / name))
+    assert space.num_trials >= 2
+    paths = {d.path for d in space.dims}
+    assert "loss.alpha" in paths

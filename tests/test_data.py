@@ -1,0 +1,160 @@
+"""Dataset adapters on fixtures written in the real release formats, splits, the cache, and bad-data messages."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.io import savemat
+
+from iqa_tune.cache import build_or_open
+from iqa_tune.config import DataConfig, SplitConfig
+from iqa_tune.datasets import load_catalog, split_catalog
+from iqa_tune.patches import EvalPatches, TrainPatches
+
+from .conftest import cli
+
+
+def _image(path: Path, w=64, h=48, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+
+
+def _csv(path: Path, header, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def koniq(root: Path, n=6, sets=False):
+    header = ["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "MOS_zscore"]
+    rows = []
+    for i in range(n):
+        _image(root / "1024x768" / f"{i}.jpg", seed=i)
+        rows.append([f"{i}.jpg", 1, 2, 3, 4, 5, 15, 1 + i * 0.5, 0.5, 10 * i])
+    _csv(root / "koniq10k_scores_and_distributions.csv", header, rows)
+    if sets:
+        names = ["training", "training", "training", "validation", "test", "test"]
+        _csv(root / "koniq10k_distributions_sets.csv", ["image_name", "set"],
+             [[f"{i}.jpg", names[i % 6]] for i in range(n)])
+    return root
+
+
+def test_koniq_labels_official_split_and_default_resize(tmp_path):
+    root = koniq(tmp_path / "koniq", sets=True)
+    cat = load_catalog(DataConfig(dataset="koniq10k", root=str(root)))
+    assert cat.scores.tolist() == [0, 10, 20, 30, 40, 50]
+    assert cat.resize == [512, 384]  # 512 wide x 384 tall: aspect kept, not the reference's swap
+    assert load_catalog(DataConfig(dataset="koniq10k", root=str(root), label="mos")).scores[1] == 1.5
+    split = split_catalog(cat, SplitConfig())
+    assert split["train"].tolist() == [0, 1, 2] and split["val"].tolist() == [3] and split["test"].tolist() == [4, 5]
+
+
+def test_livec_drops_the_seven_trial_images(tmp_path):
+    root = tmp_path / "livec"
+    names = [f"t{i}.bmp" for i in range(7)] + [f"{i}.bmp" for i in range(5)]
+    for n in names[7:]:
+        _image(root / "Images" / n)
+    (root / "Data").mkdir(parents=True)
+    cell = np.empty((len(names), 1), dtype=object)
+    for i, n in enumerate(names):
+        cell[i, 0] = np.array([n])
+    savemat(root / "Data/AllImages_release.mat", {"AllImages_release": cell})
+    savemat(root / "Data/AllMOS_release.mat", {"AllMOS_release": np.arange(len(names), dtype=float)[None, :]})
+    cat = load_catalog(DataConfig(dataset="livec", root=str(root)))
+    assert cat.paths == [f"Images/{i}.bmp" for i in range(5)]
+    assert cat.scores.tolist() == [7, 8, 9, 10, 11]
+
+
+def test_kadid_splits_by_reference(tmp_path):
+    root = tmp_path / "kadid"
+    rows = []
+    for ref in range(1, 11):
+        for d in range(1, 4):
+            name = f"I{ref:02d}_{d:02d}_01.png"
+            _image(root / "images" / name, seed=ref * 10 + d)
+            rows.append([name, f"I{ref:02d}.png", 5 - d * 0.5, 0.1])
+    _csv(root / "dmos.csv", ["dist_img", "ref_img", "dmos", "var"], rows)
+    cat = load_catalog(DataConfig(dataset="kadid10k", root=str(root)))
+    split = split_catalog(cat, SplitConfig(train=0.6, val=0.2, test=0.2, seed=3))
+    refs = {k: {cat.refs[i] for i in v} for k, v in split.items()}
+    assert not refs["train"] & refs["val"] and not refs["train"] & refs["test"] and not refs["val"] & refs["test"]
+    assert sum(len(v) for v in split.values()) == 30
+    again = split_catalog(cat, SplitConfig(train=0.6, val=0.2, test=0.2, seed=3))
+    assert all(np.array_equal(split[k], again[k]) for k in split)  # deterministic per seed
+    other = split_catalog(cat, SplitConfig(train=0.6, val=0.2, test=0.2, seed=4))
+    assert not np.array_equal(split["test"], other["test"])
+
+
+def test_spaq_reads_the_xlsx(tmp_path):
+    from openpyxl import Workbook
+
+    root = tmp_path / "spaq"
+    wb = Workbook()
+    wb.active.append(["Image name", "MOS", "Brightness"])
+    for i in range(4):
+        _image(root / "TestImage" / f"{i:05d}.jpg", w=80, h=60)
+        wb.active.append([f"{i:05d}.jpg", 20.0 * i, 50])
+    (root / "Annotations").mkdir(parents=True)
+    wb.save(root / "Annotations/MOS and Image attribute scores.xlsx")
+    cat = load_catalog(DataConfig(dataset="spaq", root=str(root)))
+    assert cat.scores.tolist() == [0, 20, 40, 60] and cat.resize == 512
+
+
+def test_cache_is_reused_and_crops_are_fixed(tmp_path):
+    root = koniq(tmp_path / "k2")
+    cat = load_catalog(DataConfig(dataset="koniq10k", root=str(root)))
+    first = build_or_open(cat, [40, 30], tmp_path / "cache", progress=False)
+    second = build_or_open(cat, [40, 30], tmp_path / "cache", progress=False)
+    assert first.decoded == 6 and second.decoded == 0
+    assert second.image(2).shape == (30, 40, 3)
+    assert np.array_equal(second.image(2), np.asarray(Image.open(root / cat.paths[2]).resize((40, 30), Image.BILINEAR)))
+    idx = np.arange(6)
+    a = EvalPatches(second, idx, cat.scores, cat.paths, 16, 5, 8)
+    b = EvalPatches(second, idx, cat.scores, cat.paths, 16, 5, 8)
+    assert np.array_equal(a.ys, b.ys) and np.array_equal(a.xs, b.xs)
+    batches = list(TrainPatches(second, idx, cat.scores, 16, 4, 2, 8, True).batches(seed=0, epoch=0))
+    assert sum(len(x.labels) for x in batches) == 24
+    for batch in batches:  # patches of one image travel in pairs, with their image's label
+        assert (batch.image[::2] == batch.image[1::2]).all()
+        assert np.allclose(batch.labels.numpy(), cat.scores[batch.image.numpy()])
+
+
+def _bad_run(tmp_path, root, **data):
+    cfg = tmp_path / "bad.yaml"
+    import yaml
+
+    cfg.write_text(yaml.safe_dump({"data": {"dataset": "koniq10k", "root": str(root), **data},
+                                   "model": {"backbone": "resnet_micro"}, "out_dir": str(tmp_path / "runs")}))
+    return cli("train", cfg)
+
+
+@pytest.mark.parametrize("breakage, expected", [
+    ("missing_image", "row 4: image not found"),
+    ("truncated", "unreadable or truncated image"),
+    ("no_column", "missing column(s) MOS_zscore"),
+    ("not_a_number", "row 3: MOS_zscore is not a number: 'abc'"),
+])
+def test_bad_data_stops_with_file_and_row(tmp_path, breakage, expected):
+    root = koniq(tmp_path / "bad")
+    label_file = root / "koniq10k_scores_and_distributions.csv"
+    rows = list(csv.reader(open(label_file)))
+    if breakage == "missing_image":
+        (root / "1024x768/2.jpg").unlink()
+    elif breakage == "truncated":
+        data = (root / "1024x768/1.jpg").read_bytes()
+        (root / "1024x768/1.jpg").write_bytes(data[: len(data) // 3])
+    elif breakage == "no_column":
+        rows = [r[:-1] for r in rows]
+    elif breakage == "not_a_number":
+        rows[2][-1] = "abc"
+    _csv(label_file, rows[0], rows[1:])
+    result = _bad_run(tmp_path, root, resize=[64, 48], patch_size=16)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr.replace("\n", " ")
+    assert "Traceback" not in result.stderr
+    if breakage != "truncated":
+        assert "koniq10k_scores_and_distributions.csv" in result.stderr.replace("\n", "")

@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+from scipy import stats
+
+from iqa_tune.config import ModelConfig
+from iqa_tune.errors import UserError
+from iqa_tune.losses import hyperiqa_loss, pairwise_hinge, ranking_loss
+from iqa_tune.metrics import correlations, image_means
+from iqa_tune.model import BACKBONES, build_model, resolve_backbone
+
+# swin_micro at 64 px (at 32 px its last stage is 1x1 and the relative-position table is unused); resnet without
+# timm's zero-initialised last BN, which makes the residual branch's gradients exactly zero at init
+TINY = {"swin_micro": (64, {}), "resnet_micro": (32, {"zero_init_last": False})}
+
+
+@pytest.mark.parametrize("backbone", sorted(TINY))
+def test_model_shapes_and_every_parameter_gets_a_gradient(backbone):
+    torch.manual_seed(0)
+    size, kwargs = TINY[backbone]
+    model = build_model(ModelConfig(backbone=backbone, backbone_kwargs=kwargs, dropout=0.1))
+    x = torch.randn(3, 3, size, size)
+    out = model(x)
+    assert out.shape == (3,)
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
+    assert missing == []
+
+
+def test_full_size_swin_tiny_has_reference_dimensions():
+    model = build_model(ModelConfig(backbone="swin_tiny_patch4_window7_224"))
+    assert model.channels == [96, 192, 384, 768]
+    feats = model.stages(torch.randn(1, 3, 224, 224))
+    assert [tuple(f.shape[1:]) for f in feats] == [(96, 56, 56), (192, 28, 28), (384, 14, 14), (768, 7, 7)]
+    assert model(torch.randn(2, 3, 224, 224)).shape == (2,)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_local_checkpoint_is_loaded_into_the_backbone(tmp_path, suffix):
+    name, kwargs = resolve_backbone("resnet_micro")
+    torch.manual_seed(1)
+    source = timm.create_model(name, **kwargs)
+    path = tmp_path / f"weights{suffix}"
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    save_file(state, path) if suffix == ".safetensors" else torch.save(state, path)
+    model = build_model(ModelConfig(backbone="resnet_micro", checkpoint=str(path)))
+    loaded = model.backbone.state_dict()
+    assert torch.equal(loaded["conv1.weight"], source.state_dict()["conv1.weight"])
+    assert torch.equal(loaded["layer4.0.conv1.weight"], source.state_dict()["layer4.0.conv1.weight"])
+
+
+def test_unknown_backbone_suggests_the_nearest():
+    with pytest.raises(UserError, match="did you mean 'swin_micro'"):
+        resolve_backbone("swin_mikro")
+    assert "resnet50" in BACKBONES
+
+
+def test_ranking_zero_when_ordered_with_margin_positive_otherwise():
+    label = torch.tensor([1.0, 2.0, 3.0])
+    assert pairwise_hinge(torch.tensor([0.0, 1.0, 2.0]), label, margin=1.0).item() == 0.0
+    assert pairwise_hinge(torch.tensor([0.0, 0.5, 1.0]), label, margin=1.0).item() > 0
+    assert pairwise_hinge(torch.tensor([2.0, 1.0, 0.0]), label, margin=0.0).item() > 0
+    # equal labels make no pair
+    assert pairwise_hinge(torch.tensor([3.0, 0.0]), torch.tensor([1.0, 1.0]), margin=1.0).item() == 0.0
+
+
+def test_image_ranking_invariant_to_permuting_patches_within_images():
+    torch.manual_seed(0)
+    pred = torch.randn(12)
+    ids = torch.arange(4).repeat_interleave(3)
+    label = torch.tensor([5.0, 1.0, 3.0, 2.0]).repeat_interleave(3)
+    perm = torch.cat([torch.randperm(3) + 3 * i for i in range(4)])
+    a = ranking_loss(pred, label, ids, 0.5, "image")
+    b = ranking_loss(pred[perm], label[perm], ids[perm], 0.5, "image")
+    assert torch.allclose(a, b)
+    # and differs from patch granularity on the same batch
+    assert not torch.allclose(a, ranking_loss(pred, label, ids, 0.5, "patch"))
+
+
+def test_alpha_zero_is_plain_l1():
+    pred, label = torch.tensor([1.0, 4.0, 2.0]), torch.tensor([2.0, 3.0, 5.0])
+    parts = hyperiqa_loss(pred, label, torch.arange(3), alpha=0.0, margin=1.0, granularity="patch")
+    assert parts["loss"].item() == pytest.approx(torch.nn.functional.l1_loss(pred, label).item())
+    with_rank = hyperiqa_loss(pred, label, torch.arange(3), alpha=2.0, margin=1.0, granularity="patch")
+    assert with_rank["loss"].item() == pytest.approx(parts["l1"].item() + 2 * with_rank["rank"].item())
+
+
+def test_metrics_match_scipy_and_image_means():
+    rng = np.random.default_rng(0)
+    pred, label = rng.normal(size=50), rng.normal(size=50)
+    m = correlations(pred, label)
+    assert m["srcc"] == pytest.approx(stats.spearmanr(pred, label)[0])
+    assert m["plcc"] == pytest.approx(stats.pearsonr(pred, label)[0])
+    assert m["krcc"] == pytest.approx(stats.kendalltau(pred, label)[0])
+    assert correlations(np.ones(5), label[:5])["srcc"] == 0.0
+    means = image_means(np.array([1.0, 3.0, 10.0, 20.0]), np.array([0, 0, 1, 1]), 2)
+    assert means.tolist() == [2.0, 15.0]

@@ -1,0 +1,90 @@
+"""Ranking and uncertainty on synthetic result rows (no training): the rules of the report, one at a time."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reports.build import build_report
+from reports.ranking import add_uncertainty, bootstrap_srcc, group_split_seeds, paired_bootstrap, rank_trials
+
+
+def _epochs(rows):
+    return pd.DataFrame([{"trial": t, "ended": "completed", "epoch": e, "val_srcc": v, "test_srcc": s,
+                          "train_srcc_patch": 0.9, "hp.loss.alpha": a} for t, e, v, s, a in rows])
+
+
+def test_best_epoch_beats_last_epoch_selection():
+    # A peaks early and overfits (last val 0.70); B improves steadily to 0.80 and ends there.
+    epochs = _epochs([("A", 1, 0.90, 0.88, 1.0), ("A", 2, 0.70, 0.65, 1.0),
+                      ("B", 1, 0.60, 0.55, 0.5), ("B", 2, 0.80, 0.79, 0.5)])
+    trials = pd.DataFrame({"trial": ["A", "B"], "ended": "completed", "reason": "", "epochs_run": 2,
+                           "hp.loss.alpha": [1.0, 0.5]})
+    ranking = rank_trials(epochs, trials)
+    assert ranking["trial"].tolist() == ["A", "B"]  # last-epoch ranking would put B first
+    a = ranking.iloc[0]
+    assert a["best_epoch"] == 1 and a["test_srcc"] == 0.88
+    assert a["test_srcc_drop (best->last)"] == pytest.approx(0.23)
+    assert a["train_patch_minus_test_srcc (last)"] == pytest.approx(0.25)
+
+
+def test_ci_contains_the_point_and_narrows_with_more_images():
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (40, 400):
+        label = rng.normal(size=n)
+        pred = label + rng.normal(scale=1.0, size=n)
+        point, lo, hi = bootstrap_srcc(label, pred, n=500)
+        assert lo < point < hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2
+    assert bootstrap_srcc(label, pred, n=200) == bootstrap_srcc(label, pred, n=200)  # seeded
+
+
+def test_paired_bootstrap_identical_is_indistinguishable_and_worse_is_flagged():
+    rng = np.random.default_rng(1)
+    label = rng.normal(size=300)
+    good = label + rng.normal(scale=0.3, size=300)
+    bad = label + rng.normal(scale=3.0, size=300)
+    d, lo, hi = paired_bootstrap(label, good, good.copy(), n=300)
+    assert d == 0 and lo == 0 and hi == 0
+    paths = np.array([f"{i}.png" for i in range(300)])
+    ranking = pd.DataFrame({"rank": [1, 2, 3], "trial": ["top", "twin", "bad"]})
+    out = add_uncertainty(ranking, {"top": (paths, label, good), "twin": (paths, label, good.copy()),
+                                    "bad": (paths, label, bad)}, n=300)
+    assert out.set_index("trial")["vs_top"].to_dict() == {"top": "top", "twin": "indistinguishable", "bad": "worse"}
+
+
+def test_split_seed_groups_take_the_median():
+    ranking = pd.DataFrame({"trial": list("abcd"), "val_srcc": [0.9, 0.7, 0.8, 0.85], "test_srcc": [0.8, 0.6, 0.7, 0.9],
+                            "hp.loss.alpha": [1, 1, 0.5, 0.5], "hp.data.split.seed": [0, 1, 0, 1]})
+    groups = group_split_seeds(ranking, "val_srcc", "max")
+    assert groups["hp.loss.alpha"].tolist() == [0.5, 1]
+    assert groups["median val_srcc"].tolist() == pytest.approx([0.825, 0.8])
+    assert groups["splits"].tolist() == [2, 2]
+
+
+def test_partial_experiment_reports_without_crashing(tmp_path):
+    exp = tmp_path / "exp"
+    rows = [{"epoch": 1, "val_srcc": 0.5, "val_plcc": 0.5, "test_srcc": 0.4, "test_plcc": 0.4, "max_epochs": 3,
+             "train_srcc_patch": 0.6}]
+    for name, params, result, error in [("t0", {"loss.alpha": 1.0}, rows, None),
+                                        ("t1", {"loss.alpha": 0.5}, None, "Traceback...\nRuntimeError: boom"),
+                                        ("t2", {"loss.alpha": 0.0}, None, None)]:
+        (exp / name).mkdir(parents=True)
+        (exp / name / "params.json").write_text(json.dumps(params))
+        if result:
+            (exp / name / "result.json").write_text("\n".join(json.dumps(r) for r in result) + "\n{\"epoch\": 2, \"va")
+        if error:
+            (exp / name / "error.txt").write_text(error)
+    out = build_report(exp)
+    ranking = pd.read_csv(out / "ranking.csv").set_index("trial")
+    assert ranking.loc["t0", "ended"] == "stopped by ASHA" and ranking.loc["t0", "rank"] == 1
+    assert ranking.loc["t1", "ended"] == "errored" and "RuntimeError: boom" in ranking.loc["t1", "reason"]
+    assert ranking.loc["t2", "ended"] == "no results"
+    html = (out / "index.html").read_text()
+    import re
+
+    for ref in re.findall(r'(?:src|href)="([^"]+)"', html):
+        assert ref.startswith("data:") or (out / ref).exists()

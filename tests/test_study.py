@@ -1,0 +1,150 @@
+"""Real studies on a local Ray instance (no mocks): ASHA, per-epoch results, errors, pre-flight, two nodes,
+Ctrl-C and --resume."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from .conftest import ROOT, cli
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "data": {"dataset": "demo", "patch_size": 32, "train_patches": 2, "test_patches": 4, "limit": 160,
+             "split": {"train": 0.6, "val": 0.2, "test": 0.2}},
+    "model": {"backbone": "resnet_micro"},
+    "loss": {"margin": 1.0},
+    "train": {"lr": 1.0e-3, "epochs": 3, "batch_size": 16, "patches_per_image": 2, "threads": 1},
+}
+EPOCH_KEYS = {"epoch", "train_loss", "train_l1", "train_rank", "train_srcc_patch", "train_srcc_image", "val_srcc",
+              "val_plcc", "val_krcc", "test_srcc", "test_plcc", "test_krcc", "lr_backbone", "lr_hyper",
+              "epoch_seconds", "patches_per_s", "best_val_srcc", "test_srcc_at_best_val", "test_plcc_at_best_val"}
+
+
+def write_space(tmp_path, search, study, name="space.yaml", **over):
+    body = json.loads(json.dumps(TINY))
+    for section, values in over.items():
+        body[section].update(values)
+    body["search"] = search
+    body["study"] = {"storage": str(tmp_path / "results"), **study}
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def results(trial_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+
+
+def test_study_with_asha_errors_and_report(tmp_path):
+    space = write_space(tmp_path, {"loss.alpha": {"grid": [0.0, 1.0]}, "train.lr": {"grid": [1.0e-3, 3.0e-4, 1.0e9]}},
+                        {"name": "s", "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}})
+    run = cli("run", space, "--no-dashboard")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    exp = tmp_path / "results/s"
+    trials = sorted(p for p in exp.iterdir() if (p / "params.json").exists())
+    assert len(trials) == 6
+    ranking = pd.read_csv(exp / "report/ranking.csv")
+    ended = ranking.set_index("trial")["ended"]
+    # lr 1e9 blows the loss up: those trials error with the reason, the others go on
+    errored = ranking[ranking["hp.train.lr"] == 1e9]
+    assert (errored["ended"] == "errored").all()
+    assert errored["reason"].str.contains("non-finite training loss").all()
+    assert (ended == "stopped by ASHA").any()
+    assert (ended == "completed").any()
+    for t in trials:
+        rows = results(t)
+        if rows and ended[t.name] != "errored":
+            assert EPOCH_KEYS <= set(rows[-1])
+            assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
+            assert len(list(t.glob("checkpoint_*"))) == 1  # one kept: the best epoch's
+    # the ranking equals an independent recomputation from the raw per-epoch results
+    expected = []
+    for t in trials:
+        rows = [r for r in results(t) if "val_srcc" in r] if (t / "result.json").exists() else []
+        if rows:
+            best = max(rows, key=lambda r: r["val_srcc"])  # first max on ties, like the report
+            expected.append((t.name, best["val_srcc"], best["test_srcc"], best["epoch"]))
+    expected.sort(key=lambda x: -x[1])
+    got = ranking.dropna(subset=["val_srcc"])
+    assert list(got["trial"]) == [e[0] for e in expected]
+    assert got["test_srcc"].tolist() == pytest.approx([e[2] for e in expected])
+    assert got["best_epoch"].tolist() == [e[3] for e in expected]
+    html = (exp / "report/index.html").read_text()
+    assert "src=\"data:image/png;base64," in html and "http" not in html.split("<h1>")[1]
+    assert (exp / "report/results.parquet").is_file() and (exp / "report/curves.png").is_file()
+    assert "ranked by val_srcc" in run.stdout
+
+
+def test_preflight_refuses_a_gpu_on_a_cluster_without_one(tmp_path):
+    space = write_space(tmp_path, {"loss.alpha": {"grid": [0.0]}}, {"name": "g", "resources": {"cpu": 1, "gpu": 1}})
+    start = time.monotonic()
+    run = cli("run", space, "--no-dashboard", timeout=120)
+    assert run.returncode == 2
+    assert "asks 1 CPU + 1 GPU per trial, but no node of this cluster has that" in run.stderr.replace("\n", " ")
+    assert "Traceback" not in run.stderr
+    assert time.monotonic() - start < 100  # refused, not left pending
+
+
+def test_two_node_cluster_trials_on_both_nodes_find_their_data(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        space = write_space(tmp_path, {"loss.alpha": {"grid": [0.0, 0.5, 1.0, 2.0]}},
+                            {"name": "two", "scheduler": {"type": "none"}}, train={**TINY["train"], "epochs": 1})
+        run = cli("run", space, "--address", cluster.address)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    finally:
+        cluster.shutdown()
+    exp = tmp_path / "results/two"
+    nodes = {results(t)[-1]["node_id"] for t in exp.iterdir() if (t / "result.json").exists()}
+    assert len(nodes) == 2
+    assert (pd.read_csv(exp / "report/ranking.csv")["ended"] == "completed").all()
+
+
+def _asha_space(tmp_path, name):
+    return write_space(tmp_path, {"loss.alpha": {"grid": [0.0, 0.5, 1.0, 2.0]}},
+                       {"name": name, "max_concurrent": 1,
+                        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}},
+                       name=f"{name}.yaml", train={**TINY["train"], "epochs": 4})
+
+
+def _outcome(exp: Path) -> dict:
+    ranking = pd.read_csv(exp / "report/ranking.csv")
+    return {row["hp.loss.alpha"]: (row["ended"], row["epochs_run"]) for _, row in ranking.iterrows()}
+
+
+def test_interrupt_then_resume_loses_nothing_and_keeps_asha_decisions(tmp_path):
+    straight = cli("run", _asha_space(tmp_path, "straight"), "--no-dashboard")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    reference = _outcome(tmp_path / "results/straight")
+    assert any(e == "stopped by ASHA" for e, _ in reference.values())
+
+    space = _asha_space(tmp_path, "cut")
+    exp = tmp_path / "results/cut"
+    proc = subprocess.Popen([sys.executable, "-m", "iqa_tune.cli", "run", str(space), "--no-dashboard"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    # interrupt once the second trial has reported: the first is done, the second mid-way
+    while time.monotonic() < deadline:
+        done = [p for p in exp.glob("*/result.json") if p.read_text().count("\n") >= 1]
+        if len(done) >= 2:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    assert "--resume" in out
+    resumed = cli("run", space, "--no-dashboard", "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert _outcome(exp) == reference
