@@ -185,6 +185,9 @@ class Solver:
         metrics["epoch_seconds"] = time.perf_counter() - start
         metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
         metrics.update(self._track_best(metrics))
+        p = self.cfg.train.patience
+        # set on the epoch that ends the run early by patience, so reports tell it apart from a scheduler's cut
+        metrics["patience_stop"] = float(p > 0 and self.since_best >= p and self.epoch < self.cfg.train.epochs)
         return metrics, test_pred
 
     def _track_best(self, m: dict) -> dict:

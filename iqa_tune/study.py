@@ -342,5 +342,5 @@ def run_study(space_file: str, address: str | None = None, name: str | None = No
 def _final_report(exp_dir: Path, space: Space, console: Console) -> None:
     from reports.build import build_report
 
-    build_report(exp_dir, console=console)
+    build_report(exp_dir)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,9 @@ SHOWN = ["rank", "trial", "ended", "best_epoch", "val_srcc", "val_plcc", "test_s
 
 def _fmt(v) -> str:
     if isinstance(v, (float, np.floating)):
-        return "" if np.isnan(v) else f"{v:.4f}"
+        if np.isnan(v):
+            return ""
+        return f"{v:.2e}" if 0 < abs(v) < 1e-3 else f"{v:.4f}"
     return "" if v is None else str(v)
 
 
@@ -71,6 +74,7 @@ def plots(epochs: pd.DataFrame, ranking: pd.DataFrame, metric: str, out: Path) -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     files = []
     if epochs.empty:
@@ -87,6 +91,7 @@ def plots(epochs: pd.DataFrame, ranking: pd.DataFrame, metric: str, out: Path) -
                 ax.plot(g["epoch"].iloc[-1], g[col].iloc[-1], "s", color="red", ms=7)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("image-level SRCC")
     fig.suptitle("per trial over epochs; x = stopped by ASHA, red square = errored")
@@ -171,7 +176,8 @@ def build_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
         raise UserError(f"{exp_dir}: no such experiment folder")
-    console = console or Console()
+    # a log file or CI gets a table wide enough to read; a terminal keeps its own width
+    console = console or Console(width=None if sys.stdout.isatty() else 150)
     r = compute(exp_dir, metric)
     out = Path(out) if out else exp_dir / "report"
     out.mkdir(parents=True, exist_ok=True)

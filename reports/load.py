@@ -83,6 +83,8 @@ def load_experiment(exp_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             ended = "running" if status == "RUNNING" else status.lower()
         elif not results:
             ended = "no results"
+        elif results[-1].get("patience_stop"):
+            ended = "early stop (patience)"
         elif max_epochs and last_epoch < max_epochs:
             ended = "stopped by ASHA" if not status or status == "TERMINATED" else status.lower()
         else:

@@ -132,7 +132,8 @@ def marginals(ranking: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     rows = []
     df = ranking.dropna(subset=[metric])
     for c in [c for c in df.columns if c.startswith(HP_PREFIX)]:
-        if df[c].nunique() > 8 or df[c].nunique() < 2:
+        # few distinct values only: a sampled continuous value (one per trial) has no marginal to show
+        if not 2 <= df[c].nunique() <= min(8, len(df) // 2):
             continue
         for value, g in df.groupby(c):
             best = g[metric].max() if mode == "max" else g[metric].min()

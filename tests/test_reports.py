@@ -88,3 +88,14 @@ def test_partial_experiment_reports_without_crashing(tmp_path):
 
     for ref in re.findall(r'(?:src|href)="([^"]+)"', html):
         assert ref.startswith("data:") or (out / ref).exists()
+
+
+def test_patience_stop_is_not_called_an_asha_cut(tmp_path):
+    exp = tmp_path / "exp"
+    (exp / "t0").mkdir(parents=True)
+    (exp / "t0/params.json").write_text(json.dumps({"loss.alpha": 1.0}))
+    rows = [{"epoch": e, "val_srcc": v, "test_srcc": 0.5, "max_epochs": 10, "patience_stop": float(e == 3)}
+            for e, v in ((1, 0.6), (2, 0.5), (3, 0.4))]
+    (exp / "t0/result.json").write_text("\n".join(json.dumps(r) for r in rows))
+    ranking = pd.read_csv(build_report(exp) / "ranking.csv")
+    assert ranking.loc[0, "ended"] == "early stop (patience)" and ranking.loc[0, "best_epoch"] == 1

@@ -1,0 +1,58 @@
+"""The solver alone (no Ray): resumable, early stopping on val, both parameter groups train, the lr rules."""
+
+import pytest
+import torch
+
+from iqa_tune.config import TrainConfig, build_run_config
+from iqa_tune.solver import Solver, lr_lambda, prepare_data
+
+SMALL = {"data": {"patch_size": 32, "train_patches": 2, "test_patches": 2, "limit": 93,
+                  "split": {"train": 0.6, "val": 0.2, "test": 0.2}},
+         "model": {"backbone": "resnet_micro"},
+         "train": {"lr": 1.0e-3, "epochs": 2, "batch_size": 16, "threads": 1, "schedule": "step", "step_size": 1}}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return prepare_data(build_run_config(SMALL), progress=False)
+
+
+def test_resumed_run_equals_an_uninterrupted_one(data):
+    cfg = build_run_config(SMALL)
+    straight = [m for m, _ in Solver(cfg, data).fit()]
+    first = Solver(cfg, data)
+    m1, _ = first.step()
+    state = first.state_dict()
+    second = Solver(build_run_config({**SMALL, "train": {**SMALL["train"], "seed": 0}}), data)
+    second.load_state_dict(state)
+    m2, _ = second.step()
+    for key in ("train_loss", "val_srcc", "test_srcc", "lr_backbone"):
+        assert m1[key] == pytest.approx(straight[0][key])
+        assert m2[key] == pytest.approx(straight[1][key], rel=1e-5)
+
+
+def test_hyper_network_keeps_training_after_epoch_one(data):
+    # the reference rebuilds Adam each epoch from an exhausted filter: its hyper network freezes after epoch 1
+    solver = Solver(build_run_config(SMALL), data)
+    solver.step()
+    before = [p.detach().clone() for p in solver.model.hyper.parameters()]
+    solver.step()
+    moved = [not torch.equal(a, b) for a, b in zip(before, solver.model.hyper.parameters())]
+    assert all(moved)
+    assert {g["name"] for g in solver.optimizer.param_groups} == {"backbone", "hyper"}
+
+
+def test_patience_stops_on_val_and_flags_it(data):
+    cfg = build_run_config({**SMALL, "train": {**SMALL["train"], "epochs": 6, "patience": 1, "lr": 1.0e-9}})
+    rows = [m for m, _ in Solver(cfg, data).fit()]
+    assert len(rows) < 6  # a frozen model does not improve on val
+    assert rows[-1]["patience_stop"] == 1.0 and all(r["patience_stop"] == 0.0 for r in rows[:-1])
+
+
+def test_step_and_cosine_rules():
+    step = lr_lambda(TrainConfig(schedule="step", epochs=16), iters_per_epoch=10)
+    assert [step(e * 10) for e in (0, 5, 6, 11, 12)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])  # lr / 10^(e // 6)
+    cos = lr_lambda(TrainConfig(schedule="cosine", epochs=4, warmup_epochs=1, cosine_floor=0.1), iters_per_epoch=10)
+    assert cos(0) == pytest.approx(0.1) and cos(9) == pytest.approx(1.0)
+    assert cos(10) == pytest.approx(1.0) and cos(39) == pytest.approx(0.1, abs=0.01)
+    assert all(cos(i) >= cos(i + 1) for i in range(10, 39))
