@@ -27,7 +27,7 @@ from .config import DataConfig, build_run_config, cache_root
 from .datasets import Catalog
 from .patches import IMAGENET_MEAN, IMAGENET_STD, Normalizer, TrainPatches
 
-SECTIONS = ("data", "tune", "asha", "memory")
+SECTIONS = ("data", "tune", "asha", "memory", "gpu")
 
 
 def _machine() -> str:
@@ -224,6 +224,91 @@ def bench_memory(quick: bool, tmp: Path) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# GPU path
+
+
+def _csv_dataset(folder: Path, n: int) -> Path:
+    """A csv dataset of KonIQ-sized JPEGs, for runs through the real solver."""
+    cat = _koniq_like(folder / "images", n)
+    rows = ["path,score,ref"] + [f"images/{p},{s:.3f},{p}" for p, s in zip(cat.paths, cat.scores)]
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def train_throughput(cfg_data: dict, batches: int, warmup: int = 3) -> dict:
+    """Training patches/s of one configuration through the real solver, after ``warmup`` batches."""
+    import torch
+
+    from .solver import Solver, prepare_data
+
+    cfg = build_run_config(cfg_data)
+    solver = Solver(cfg, prepare_data(cfg, progress=False))
+    done = {"n": 0, "t0": 0.0}
+
+    class Enough(Exception):
+        pass
+
+    if solver.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def on_batch(b, total):
+        if solver.device.type == "cuda":
+            torch.cuda.synchronize()
+        if b == warmup:
+            done["t0"] = time.perf_counter()
+        done["n"] = b
+        if b >= warmup + batches:
+            raise Enough
+
+    try:
+        solver.train_epoch(on_batch)
+    except Enough:
+        pass
+    seconds = time.perf_counter() - done["t0"]
+    out = {"patches_per_s": (done["n"] - warmup) * cfg.train.batch_size / seconds}
+    if solver.device.type == "cuda":
+        out["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
+
+
+def bench_gpu(quick: bool, tmp: Path) -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"skipped": "no CUDA device on this machine"}
+    root = _csv_dataset(tmp / "gpu-data", 64 if quick else 200)
+    base = {"data": {"dataset": "csv", "root": str(root), "csv_file": "labels.csv", "columns": {"ref": "ref"},
+                     "resize": [512, 384], "patch_size": 224, "train_patches": 25, "test_patches": 2},
+            "model": {"backbone": "swin_tiny_patch4_window7_224"},
+            "train": {"batch_size": 96, "epochs": 1, "device": "cuda"}}
+    variants = {"fp32": {}, "bf16": {"precision": "bf16"},
+                "bf16+channels_last": {"precision": "bf16", "channels_last": True},
+                "bf16+compile": {"precision": "bf16", "compile": True}}
+    out = {}
+    for name, train in variants.items():
+        cfg = json.loads(json.dumps(base))
+        cfg["train"].update(train)
+        out[name] = train_throughput(cfg, batches=10 if quick else 30)
+    # packing: two trials at half a GPU each vs one trial with the whole GPU, through Tune
+    search = {"train.seed": {"grid": [0, 1]}}
+    for gpu, concurrent in ((1.0, 1), (0.5, 2)):
+        body = json.loads(json.dumps(base))
+        body["train"].update({"precision": "bf16", "device": "auto"})
+        body["search"] = search
+        body["study"] = {"name": f"pack-{gpu}", "storage": str(tmp), "scheduler": {"type": "none"},
+                         "resources": {"cpu": 4, "gpu": gpu}, "max_concurrent": concurrent}
+        path = tmp / f"pack-{gpu}.yaml"
+        path.write_text(yaml.safe_dump(body))
+        from .study import run_study
+
+        run_study(str(path), dashboard=False)
+        rates = [rows[-1]["patches_per_s"] for rows in _rows(tmp / f"pack-{gpu}").values()]
+        out[f"aggregate_patches_per_s_gpu_{gpu}"] = sum(rates) if concurrent == 2 else max(rates)
+    out["packing_gain"] = out["aggregate_patches_per_s_gpu_0.5"] / out["aggregate_patches_per_s_gpu_1.0"]
+    return out
+
+
 def run_bench(args) -> int:
     console = Console()
     sections = args.only or list(SECTIONS)
@@ -234,7 +319,8 @@ def run_bench(args) -> int:
             console.print(f"[bold]bench {name}[/] ...")
             fn = {"data": lambda: bench_data(args.quick), "tune": lambda: bench_tune(args.quick, Path(tmp)),
                   "asha": lambda: bench_asha(args.quick, Path(tmp)),
-                  "memory": lambda: bench_memory(args.quick, Path(tmp))}[name]
+                  "memory": lambda: bench_memory(args.quick, Path(tmp)),
+                  "gpu": lambda: bench_gpu(args.quick, Path(tmp))}[name]
             report[name] = fn()
             Path(args.out).write_text(json.dumps(report, indent=1, default=str))
     table = Table(title=f"iqa-tune bench on {report['machine']}")
@@ -243,7 +329,9 @@ def run_bench(args) -> int:
     table.add_column("value", justify="right")
     for name in sections:
         for k, v in report[name].items():
-            table.add_row(name, k, f"{v:.4g}" if isinstance(v, float) else str(v))
+            for kk, vv in (v.items() if isinstance(v, dict) else [("", v)]):
+                label = f"{k} {kk}".strip()
+                table.add_row(name, label, f"{vv:.4g}" if isinstance(vv, float) else str(vv))
     console.print(table)
     console.print(f"written: {args.out}")
     return 0

@@ -89,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="measure the data path, Tune overhead, ASHA savings and memory")
     s.add_argument("--out", default="bench.json", help="JSON output")
     s.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
-    s.add_argument("--only", nargs="*", help="sections: data tune asha memory")
+    s.add_argument("--only", nargs="*", help="sections: data tune asha memory gpu (gpu needs CUDA)")
     s.set_defaults(fn=_bench)
     return p
 

@@ -6,7 +6,7 @@ import torch
 from iqa_tune.config import TrainConfig, build_run_config
 from iqa_tune.solver import Solver, lr_lambda, prepare_data
 
-SMALL = {"data": {"patch_size": 32, "train_patches": 2, "test_patches": 2, "limit": 93,
+SMALL = {"data": {"patch_size": 32, "train_patches": 2, "test_patches": 2, "limit": 186,
                   "split": {"train": 0.6, "val": 0.2, "test": 0.2}},
          "model": {"backbone": "resnet_micro"},
          "train": {"lr": 1.0e-3, "epochs": 2, "batch_size": 16, "threads": 1, "schedule": "step", "step_size": 1}}
@@ -56,3 +56,16 @@ def test_step_and_cosine_rules():
     assert cos(0) == pytest.approx(0.1) and cos(9) == pytest.approx(1.0)
     assert cos(10) == pytest.approx(1.0) and cos(39) == pytest.approx(0.1, abs=0.01)
     assert all(cos(i) >= cos(i + 1) for i in range(10, 39))
+
+
+def test_gpu_path_options_run_on_cpu_and_throughput_is_measured(tmp_path):
+    from iqa_tune.bench import _csv_dataset, train_throughput
+
+    root = _csv_dataset(tmp_path, 8)
+    cfg = {"data": {"dataset": "csv", "root": str(root), "csv_file": "labels.csv", "columns": {"ref": "ref"},
+                    "resize": [128, 96], "patch_size": 32, "train_patches": 8, "test_patches": 1,
+                    "split": {"train": 0.6, "val": 0.2, "test": 0.2}},
+           "model": {"backbone": "resnet_micro"},
+           "train": {"batch_size": 8, "epochs": 1, "threads": 1, "precision": "bf16", "channels_last": True}}
+    out = train_throughput(cfg, batches=2, warmup=1)
+    assert out["patches_per_s"] > 0
