@@ -36,8 +36,9 @@ def _open_fraction(v: Any) -> str | None:
     return None if 0 <= v < 1 else "must be in [0, 1)"
 
 
-def _check(fn, help_: str = "") -> dict:
-    return {"check": fn, "help": help_}
+def _check(fn) -> dict:
+    """Field metadata: ``fn(value)`` returns a problem ("must be > 0") or None."""
+    return {"check": fn}
 
 
 @dataclass

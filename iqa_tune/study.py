@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -59,7 +60,6 @@ class PersistentASHA(AsyncHyperBandScheduler):
             self._loaded = True
             if os.path.exists(self._state_file):
                 self.restore(self._state_file)
-                self._loaded = True
 
     def _persist(self) -> None:
         tmp = self._state_file + ".tmp"
@@ -316,7 +316,12 @@ def run_study(space_file: str, address: str | None = None, name: str | None = No
          "max_epochs": space.max_epochs, "trials": space.num_trials}))
     connect(address, dashboard, dashboard_host, dashboard_port, console)
     try:
-        preflight(space)
+        try:
+            preflight(space)
+        except UserError:
+            if not resume:  # nothing ran: leave no half-made study that would demand --resume
+                shutil.rmtree(exp_dir, ignore_errors=True)
+            raise
         console.print(f"study [bold]{space.study.name}[/]: {space.num_trials} trials, results in {exp_dir}")
         progress = ProgressTable(space)
         tuner = build_tuner(space, exp_dir, resume, [progress])
@@ -335,12 +340,8 @@ def run_study(space_file: str, address: str | None = None, name: str | None = No
     errored = [t for t in trials if t.status == "ERROR"]
     if errored:
         console.print(f"[yellow]{len(errored)} trial(s) errored[/]: see the report, or {exp_dir}/<trial>/error.txt")
-    _final_report(exp_dir, space, console)
-    return 0
-
-
-def _final_report(exp_dir: Path, space: Space, console: Console) -> None:
     from reports.build import build_report
 
     build_report(exp_dir)
+    return 0
 

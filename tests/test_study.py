@@ -91,6 +91,7 @@ def test_preflight_refuses_a_gpu_on_a_cluster_without_one(tmp_path):
     assert "asks 1 CPU + 1 GPU per trial, but no node of this cluster has that" in run.stderr.replace("\n", " ")
     assert "Traceback" not in run.stderr
     assert time.monotonic() - start < 100  # refused, not left pending
+    assert not (tmp_path / "results/g").exists()  # a corrected rerun is not told to --resume
 
 
 def test_two_node_cluster_trials_on_both_nodes_find_their_data(tmp_path):
