@@ -100,15 +100,17 @@ def plots(epochs: pd.DataFrame, ranking: pd.DataFrame, metric: str, out: Path) -
     fig.savefig(files[-1], dpi=110)
     plt.close(fig)
 
-    top = [t for t in ranking["trial"] if t in set(epochs["trial"])][:4]
+    counts = epochs.groupby("trial")["epoch"].nunique()
+    top = [t for t in ranking["trial"] if counts.get(t, 0) >= 2][:4]  # a curve needs two epochs
     if top and "train_srcc_patch" in epochs:
-        fig, axes = plt.subplots(1, len(top), figsize=(4 * len(top), 3.6), squeeze=False)
+        fig, axes = plt.subplots(1, len(top), figsize=(4 * len(top), 3.6), squeeze=False, sharey=True)
         for ax, trial in zip(axes[0], top):
             g = epochs[epochs["trial"] == trial].sort_values("epoch")
             ax.plot(g["epoch"], g["train_srcc_patch"], marker=".", label="train SRCC (patch level)")
             ax.plot(g["epoch"], g["test_srcc"], marker=".", label="test SRCC (image level)")
             ax.set_title(f"rank {int(ranking.loc[ranking.trial == trial, 'rank'].iloc[0])}: {trial}", fontsize=9)
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=8)
         fig.suptitle("train (patch) vs test (image) SRCC: the divergence of overfitting")
