@@ -92,6 +92,7 @@ def build_or_open(cat: Catalog, resize, root: Path, progress: bool = True) -> Im
         return _open(folder, 0)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a shared cache must be readable by every user's trials
     try:
         index = _write(cat, resize, tmp / "pixels.u8", progress)
         np.save(tmp / "index.npy", index)

@@ -106,6 +106,7 @@ def build_demo(out: Path, progress: bool = False) -> Path:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a shared cache must be readable by every user's trials
     try:
         (tmp / "images").mkdir()
         rows = []

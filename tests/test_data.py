@@ -158,3 +158,10 @@ def test_bad_data_stops_with_file_and_row(tmp_path, breakage, expected):
     assert "Traceback" not in result.stderr
     if breakage != "truncated":
         assert "koniq10k_scores_and_distributions.csv" in result.stderr.replace("\n", "")
+
+
+def test_cache_folder_is_readable_by_other_users(tmp_path):
+    root = koniq(tmp_path / "k3", n=2)
+    cat = load_catalog(DataConfig(dataset="koniq10k", root=str(root)))
+    cache = build_or_open(cat, [40, 30], tmp_path / "cache", progress=False)
+    assert cache.folder.stat().st_mode & 0o755 == 0o755  # a shared cache serves every user's trials
