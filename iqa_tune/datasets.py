@@ -12,7 +12,7 @@ import csv
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,6 @@ class Catalog:
     official: dict[str, list[int]] | None = None  # the release's own split, as indices
     label: str = "score"
     label_file: str = ""
-    extra: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.paths)
