@@ -156,12 +156,9 @@ def _study(tmp: Path, name: str, search: dict, study: dict, **train) -> tuple[Pa
 
 
 def _rows(exp: Path) -> dict[str, list[dict]]:
-    out = {}
-    for trial in exp.iterdir():
-        f = trial / "result.json"
-        if f.is_file():
-            out[trial.name] = [json.loads(line) for line in f.read_text().splitlines()]
-    return out
+    from reports.load import read_results
+
+    return {t.name: rows for t in exp.iterdir() if t.is_dir() and (rows := read_results(t))}
 
 
 def bench_tune(quick: bool, tmp: Path) -> dict:

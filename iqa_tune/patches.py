@@ -125,25 +125,42 @@ class EvalPatches:
 
 
 def prefetch(it: Iterator[PatchBatch], depth: int = 2, pin: bool = False) -> Iterator[PatchBatch]:
-    """Build the next batches in a thread while the model runs on the current one."""
+    """Build the next batches in a thread while the model runs on the current one. When the consumer stops
+    early (an error, a benchmark's cut-off), the producer stops too instead of waiting forever on a full queue."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def work():
         try:
             for b in it:
                 if pin:
                     b.pixels = b.pixels.pin_memory()
-                q.put(b)
+                if not put(b):
+                    return
         except BaseException as e:  # hand the error to the consumer
-            q.put(e)
-        q.put(done)
+            put(e)
+        put(done)
 
-    threading.Thread(target=work, daemon=True).start()
-    while (item := q.get()) is not done:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 class Normalizer:

@@ -118,7 +118,8 @@ class Solver:
         self.model.train()
         torch.manual_seed(t.seed * 100003 + self.epoch)  # dropout; a function of (seed, epoch) like the batches
         n_batches = len(self.train_patches)
-        sums = {"loss": 0.0, "l1": 0.0, "rank": 0.0}
+        # loss sums and predictions stay on the device and cross to the host once per epoch, not per batch
+        sums = {k: torch.zeros((), device=self.device) for k in ("loss", "l1", "rank")}
         preds, labels, images = [], [], []
         start, n_patches = time.perf_counter(), 0
         batches = prefetch(self.train_patches.batches(t.seed, self.epoch), pin=self.device.type == "cuda")
@@ -137,18 +138,19 @@ class Solver:
             self.scaler.update()
             self.scheduler.step()
             for k in sums:
-                sums[k] += float(parts[k].detach()) * len(y)
-            preds.append(pred.detach().cpu().numpy())
+                sums[k] += parts[k].detach() * len(y)
+            preds.append(pred.detach())
             labels.append(batch.labels.numpy())
             images.append(batch.image.numpy())
             n_patches += len(y)
             if on_batch:
                 on_batch(b + 1, n_batches)
         seconds = time.perf_counter() - start
-        pred, label, image = map(np.concatenate, (preds, labels, images))
+        pred = torch.cat(preds).cpu().numpy()
+        label, image = np.concatenate(labels), np.concatenate(images)
         n_img = len(self.train_patches.indices)
         img_label = self.train_patches.scores[self.train_patches.indices]
-        out = {f"train_{k}": v / max(n_patches, 1) for k, v in sums.items()}
+        out = {f"train_{k}": float(v) / max(n_patches, 1) for k, v in sums.items()}
         out["train_srcc_patch"] = correlations(pred, label)["srcc"]
         seen = np.bincount(image, minlength=n_img) > 0
         out["train_srcc_image"] = correlations(image_means(pred, image, n_img)[seen], img_label[seen])["srcc"]

@@ -20,6 +20,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from reports.load import how_it_ended
+
 from .config import cache_root
 from .errors import UserError
 from .solver import prepare_data
@@ -146,7 +148,7 @@ class ProgressTable(tune.Callback):
             table.add_column(col, justify="right" if col not in ("trial", "status") else "left", no_wrap=True)
         for t in self.trials[-40:]:
             r = t.last_result or {}
-            status = trial_status(t, self.statuses.get(t.trial_id))
+            status = how_it_ended(self.statuses.get(t.trial_id, t.status), r or None, t.status == "ERROR")
             table.add_row(t.trial_id, status, str(r.get("epoch", "")), _fmt(r.get(m)), _fmt(r.get(f"best_{m}")),
                           _fmt(r.get("test_srcc_at_best_val")), *[_fmt(t.config.get(d.path)) for d in self.space.dims])
         return table
@@ -185,14 +187,6 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4f}" if abs(v) < 100 else f"{v:.4g}"
     return str(v)
-
-
-def trial_status(trial, status: str | None = None) -> str:
-    r = trial.last_result or {}
-    status = status or trial.status
-    if status == "TERMINATED" and r.get("epoch", 0) < r.get("max_epochs", 0):
-        return "stopped early"
-    return {"TERMINATED": "completed", "ERROR": "errored"}.get(status, status.lower())
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -33,7 +33,23 @@ def _statuses(exp_dir: Path) -> dict[str, str]:
     return out
 
 
-def _results(trial_dir: Path) -> list[dict]:
+def how_it_ended(status: str, last: dict | None, errored: bool = False) -> str:
+    """One trial's ending from Tune's status and its last reported row; the live table and the report share it."""
+    if errored or status == "ERROR":
+        return "errored"
+    if status in ("RUNNING", "PENDING", "PAUSED"):
+        return status.lower()
+    if last is None:
+        return "no results"
+    if last.get("patience_stop"):
+        return "early stop (patience)"
+    if last.get("max_epochs") and last["epoch"] < last["max_epochs"]:
+        return "stopped by ASHA"  # a trial that returns on its own reaches max_epochs or sets patience_stop
+    return "completed"
+
+
+def read_results(trial_dir: Path) -> list[dict]:
+    """A trial's reported rows in epoch order, one per epoch (the later wins where a resume repeated one)."""
     rows = {}
     path = trial_dir / "result.json"
     if not path.is_file():
@@ -72,23 +88,11 @@ def load_experiment(exp_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         trial_id = trial_dir.name
         params = json.loads((trial_dir / "params.json").read_text())
         hps = {HP_PREFIX + k: v for k, v in params.items()}
-        results = _results(trial_dir)
+        results = read_results(trial_dir)
         error = _error(trial_dir)
         status = statuses.get(trial_id, "")
-        max_epochs = results[-1].get("max_epochs") if results else None
         last_epoch = results[-1]["epoch"] if results else 0
-        if error or status == "ERROR":
-            ended = "errored"
-        elif status in ("RUNNING", "PENDING", "PAUSED"):
-            ended = "running" if status == "RUNNING" else status.lower()
-        elif not results:
-            ended = "no results"
-        elif results[-1].get("patience_stop"):
-            ended = "early stop (patience)"
-        elif max_epochs and last_epoch < max_epochs:
-            ended = "stopped by ASHA" if not status or status == "TERMINATED" else status.lower()
-        else:
-            ended = "completed"
+        ended = how_it_ended(status, results[-1] if results else None, bool(error))
         predictions = sorted(trial_dir.glob("checkpoint_*/test_predictions.npz"))
         trial_rows.append({"trial": trial_id, "ended": ended, "reason": error, "epochs_run": last_epoch,
                            "predictions": str(predictions[-1]) if predictions else "", **hps})

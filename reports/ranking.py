@@ -52,29 +52,31 @@ def rank_trials(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str = "val_s
     return df
 
 
-def bootstrap_srcc(label: np.ndarray, pred: np.ndarray, n: int = 1000, seed: int = 0,
-                   level: float = 0.95) -> tuple[float, float, float]:
-    """(SRCC, lo, hi): percentile bootstrap over test images, seeded so a rerun gives the same interval."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(label), size=(n, len(label)))
-    point = stats.spearmanr(pred, label)[0]
-    boots = np.array([stats.spearmanr(pred[i], label[i])[0] for i in idx])
+def _srcc(pred: np.ndarray, label: np.ndarray) -> float:
+    return stats.spearmanr(pred, label)[0]
+
+
+def _interval(label: np.ndarray, statistic, n: int, seed: int, level: float) -> tuple[float, float]:
+    """Percentile bootstrap of ``statistic(index)`` over resampled test images; seeded, so reruns agree."""
+    idx = np.random.default_rng(seed).integers(0, len(label), size=(n, len(label)))
+    boots = np.array([statistic(i) for i in idx])
     boots = boots[np.isfinite(boots)]
     a = (1 - level) / 2
-    return float(point), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
+    return float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
+
+
+def bootstrap_srcc(label: np.ndarray, pred: np.ndarray, n: int = 1000, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float, float]:
+    """(SRCC, lo, hi) over test images."""
+    lo, hi = _interval(label, lambda i: _srcc(pred[i], label[i]), n, seed, level)
+    return float(_srcc(pred, label)), lo, hi
 
 
 def paired_bootstrap(label: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n: int = 1000,
                      seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
     """(SRCC_a - SRCC_b, lo, hi) resampling the same test images for both: the interval of the difference."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(label), size=(n, len(label)))
-    diff = stats.spearmanr(pred_a, label)[0] - stats.spearmanr(pred_b, label)[0]
-    boots = np.array([stats.spearmanr(pred_a[i], label[i])[0] - stats.spearmanr(pred_b[i], label[i])[0]
-                      for i in idx])
-    boots = boots[np.isfinite(boots)]
-    a = (1 - level) / 2
-    return float(diff), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
+    lo, hi = _interval(label, lambda i: _srcc(pred_a[i], label[i]) - _srcc(pred_b[i], label[i]), n, seed, level)
+    return float(_srcc(pred_a, label) - _srcc(pred_b, label)), lo, hi
 
 
 def add_uncertainty(ranking: pd.DataFrame, predictions: dict[str, tuple], n: int = 1000,

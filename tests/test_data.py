@@ -165,3 +165,23 @@ def test_cache_folder_is_readable_by_other_users(tmp_path):
     cat = load_catalog(DataConfig(dataset="koniq10k", root=str(root)))
     cache = build_or_open(cat, [40, 30], tmp_path / "cache", progress=False)
     assert cache.folder.stat().st_mode & 0o755 == 0o755  # a shared cache serves every user's trials
+
+
+def test_prefetch_producer_stops_when_the_consumer_does():
+    import threading
+
+    from iqa_tune.patches import prefetch
+
+    produced = []
+
+    def batches():
+        for i in range(100):
+            produced.append(i)
+            yield i
+
+    before = threading.active_count()
+    gen = prefetch(batches(), depth=2)
+    assert [next(gen), next(gen)] == [0, 1]
+    gen.close()  # what an exception in the training loop does to the generator
+    assert threading.active_count() == before
+    assert len(produced) <= 5  # stopped after at most the queue's depth more
