@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from . import yamlfile
 from .errors import UserError, did_you_mean
 
 
@@ -196,6 +195,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
 def from_dict(cls: type, data: Any, path: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping; unknown keys, wrong types and bad ranges name their key path."""
     where = path or "top level"
+    if data is None and path:  # `split:` with nothing under it: a section whose keys were lost, not "defaults"
+        raise UserError(f"{path}: empty (null); give it keys or remove the line")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -261,19 +262,7 @@ def build_run_config(data: dict, source: str = "") -> RunConfig:
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
-    """``yaml.safe_load`` a file into a mapping, with errors that name the file."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such file")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"{p}: not valid YAML: {e}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"{p}: expected a mapping at the top level")
-    return data
+    return yamlfile.read_yaml(path)  # strict: duplicate keys, empty files and null sections are errors
 
 
 def load_run_config(path: str | os.PathLike) -> RunConfig:

@@ -184,7 +184,7 @@ def _validate_values(base: dict, dims: list[Dimension], source: str) -> None:
 def load_space(path: str) -> Space:
     data = read_yaml(path)
     search = data.pop("search", None) or {}
-    study_data = data.pop("study", None)
+    study_data = data.pop("study", None) or {}  # read_yaml refuses `study:` left null
     try:
         study = from_dict(StudyConfig, study_data, "study")
         dims = parse_search(search)
