@@ -35,17 +35,49 @@ def target_size(w: int, h: int, resize: list[int] | int | None) -> tuple[int, in
     return int(resize[0]), int(resize[1])
 
 
+def _wide_to_8bit(im: Image.Image, path: Path) -> np.ndarray:
+    """Grayscale wider than 8 bits as uint8: 16-bit values / 257, floats in [0, 1] x 255 (or [0, 255] as is).
+
+    ``convert("RGB")`` clips these to 0..255 instead of scaling, so a mid-gray 16-bit image comes out white.
+    """
+    a = np.asarray(im).astype(np.float64)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if im.mode == "F" and lo >= 0 and hi <= 1:
+        a = a * 255
+    elif im.mode == "F" and lo >= 0 and hi <= 255:
+        pass
+    elif im.mode != "F" and lo >= 0 and hi <= 65535:  # I;16*, and 32-bit I holding 16-bit data (older PNGs)
+        a = a / 257
+    else:
+        raise UserError(f"{path}: {im.mode} image with values {lo:g}..{hi:g}: unknown range (expected 16-bit "
+                        f"0..65535, or floats in 0..1); convert it to 8 or 16 bits")
+    return np.round(a).astype(np.uint8)
+
+
+def to_rgb(im: Image.Image, path: Path) -> Image.Image:
+    """Any PIL mode as 8-bit RGB; alpha is dropped (its colour channels kept), palettes expanded."""
+    if im.mode == "RGB":
+        return im
+    if im.mode.startswith("I") or im.mode == "F":
+        return Image.fromarray(_wide_to_8bit(im, path), "L").convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")  # PIL warns when a transparent palette goes straight to RGB
+    elif im.mode == "PA":
+        im = im.convert("RGBA")
+    return im.convert("RGB")
+
+
 def decode(path: Path, resize: list[int] | int | None) -> np.ndarray:
     """RGB uint8 (H, W, 3), resized bilinearly as the reference does; errors name the file."""
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = to_rgb(im, path)
             size = target_size(*im.size, resize)
             if size != im.size:
                 im = im.resize(size, Image.BILINEAR)
             return np.asarray(im, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError) as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise UserError(f"{path}: unreadable or truncated image ({e})") from None
 
 
