@@ -162,7 +162,8 @@ def _rows(exp: Path) -> dict[str, list[dict]]:
 
 
 def bench_tune(quick: bool, tmp: Path) -> dict:
-    from .solver import Solver, prepare_data
+    from .prepare import prepare_data
+    from .solver import Solver
 
     epochs = 2 if quick else 3
     cfg = build_run_config({**BENCH_BASE, "train": {**BENCH_BASE["train"], "epochs": epochs, "threads": 2}})
@@ -237,7 +238,8 @@ def train_throughput(cfg_data: dict, batches: int, warmup: int = 3) -> dict:
     """Training patches/s of one configuration through the real solver, after ``warmup`` batches."""
     import torch
 
-    from .solver import Solver, prepare_data
+    from .prepare import prepare_data
+    from .solver import Solver
 
     cfg = build_run_config(cfg_data)
     solver = Solver(cfg, prepare_data(cfg, progress=False))

@@ -55,7 +55,9 @@ class ColumnsConfig:
 
     path: str = "path"  # image path, relative to data.root
     score: str = "score"  # quality score, higher is better
-    ref: str | None = None  # optional reference/content id; images sharing one stay in the same split
+    # content id: images sharing one stay in one split. "ref" is used when the file has it, else every image is
+    # its own content; another name must exist; null = ignore any such column
+    ref: str | None = "ref"
 
 
 @dataclass

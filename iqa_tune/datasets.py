@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,17 +45,43 @@ class Catalog:
                        self.label, self.label_file)
 
 
-def _read_csv(path: Path, required: list[str]) -> list[dict]:
+LINE = "__line__"  # key of a row's line number in the file (the header is line 1, as a spreadsheet shows it)
+
+
+def _read_csv(path: Path, required: list[str], optional: tuple[str, ...] = ()) -> list[dict]:
+    """Rows of a label file as dicts, each with its line number under ``LINE`` (blank lines are skipped, so
+    counting rows would drift from what an editor shows)."""
     if not path.is_file():
         raise UserError(f"{path}: label file not found")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        missing = [c for c in required if c not in header]
-        if missing:
-            hint = did_you_mean(missing[0], header)
-            raise UserError(f"{path}: missing column(s) {', '.join(missing)}{hint}; columns found: {', '.join(header)}")
-        return list(reader)
+    raw = path.read_bytes()
+    if b"\0" in raw:
+        raise UserError(f"{path}: a binary file, not CSV text")
+    try:
+        reader = csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline=""))
+        header = [h.strip() for h in next(reader, [])]
+        rows = [(reader.line_num, r) for r in reader if r]
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                        f"save it as UTF-8") from None
+    except csv.Error as e:
+        raise UserError(f"{path}: not a readable CSV file: {e}") from None
+    if not header:
+        raise UserError(f"{path}: empty file; expected a header row with columns {', '.join(required)}")
+    twice = sorted({h for h in header if header.count(h) > 1 and h in [*required, *optional]})
+    if twice:
+        raise UserError(f"{path}: column {twice[0]!r} appears more than once in the header")
+    missing = [c for c in required if c not in header]
+    if missing:
+        hint = did_you_mean(missing[0], header)
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}{hint}; columns found: {', '.join(header)}")
+    if not rows:
+        raise UserError(f"{path}: only a header, no images listed")
+    out = []
+    for line, r in rows:
+        if len(r) < len(header):
+            raise UserError(f"{path}: row {line}: {len(r)} fields, but the header has {len(header)}")
+        out.append({**dict(zip(header, r)), LINE: line})
+    return out
 
 
 def _score(value, path: Path, row: int, column: str) -> float:
@@ -68,10 +95,36 @@ def _score(value, path: Path, row: int, column: str) -> float:
     return v
 
 
-def _check_images(root: Path, paths: list[str], label_file: Path, first_row: int = 2) -> None:
-    for i, p in enumerate(paths):
+def _check_images(root: Path, paths: list[str], label_file: Path, rows: list[int]) -> None:
+    """Every listed image exists, once: a path listed twice could land in two splits."""
+    first: dict[str, int] = {}
+    for p, row in zip(paths, rows):
         if not (root / p).is_file():
-            raise UserError(f"{label_file}: row {i + first_row}: image not found: {root / p}")
+            raise UserError(f"{label_file}: row {row}: image not found: {root / p}")
+        if p in first:
+            raise UserError(f"{label_file}: row {row}: {p} is already listed at row {first[p]}")
+        first[p] = row
+
+
+def _koniq_sets(rows: list[dict], label_file: Path, sets_file: Path) -> dict[str, list[int]] | None:
+    """The official split, from a 'set' column of the label file or from koniq10k_distributions_sets.csv."""
+    if "set" in rows[0]:
+        where, holder = {r["image_name"]: (r["set"], r[LINE]) for r in rows}, label_file
+    elif sets_file.is_file():
+        where = {r["image_name"]: (r["set"], r[LINE]) for r in _read_csv(sets_file, ["image_name", "set"])}
+        holder = sets_file
+    else:
+        return None
+    names = {"training": "train", "train": "train", "validation": "val", "val": "val", "test": "test"}
+    official: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    for i, r in enumerate(rows):
+        if r["image_name"] not in where:
+            raise UserError(f"{holder}: no row for {r['image_name']} (row {r[LINE]} of {label_file.name})")
+        value, row = where[r["image_name"]]
+        if value.strip().lower() not in names:
+            raise UserError(f"{holder}: row {row}: set is {value!r}; expected training, validation or test")
+        official[names[value.strip().lower()]].append(i)
+    return official
 
 
 def koniq10k(cfg: DataConfig, root: Path) -> Catalog:
@@ -82,48 +135,48 @@ def koniq10k(cfg: DataConfig, root: Path) -> Catalog:
     column = labels[cfg.label]
     rows = _read_csv(label_file, ["image_name", column])
     paths = [f"1024x768/{r['image_name']}" for r in rows]
-    scores = np.array([_score(r[column], label_file, i + 2, column) for i, r in enumerate(rows)])
-    _check_images(root, paths, label_file)
-    # the official split ships as a 'set' column (koniq10k_distributions_sets.csv) with training/validation/test
-    official = None
-    sets_file = root / "koniq10k_distributions_sets.csv"
-    set_rows = rows if "set" in rows[0] else (_read_csv(sets_file, ["image_name", "set"]) if sets_file.is_file() else None)
-    if set_rows is not None:
-        where = {r["image_name"]: r["set"].strip().lower() for r in set_rows}
-        names = {"training": "train", "train": "train", "validation": "val", "val": "val", "test": "test"}
-        official = {"train": [], "val": [], "test": []}
-        for i, r in enumerate(rows):
-            s = names.get(where.get(r["image_name"], ""))
-            if s is None:
-                raise UserError(f"{sets_file}: no valid set (training/validation/test) for {r['image_name']}")
-            official[s].append(i)
+    scores = np.array([_score(r[column], label_file, r[LINE], column) for r in rows])
+    _check_images(root, paths, label_file, [r[LINE] for r in rows])
+    official = _koniq_sets(rows, label_file, root / "koniq10k_distributions_sets.csv")
     return Catalog("koniq10k", root, paths, scores, [r["image_name"] for r in rows], [512, 384], official,
                    column, str(label_file))
 
 
-def livec(cfg: DataConfig, root: Path) -> Catalog:
+def _mat_entries(path: Path, key: str) -> np.ndarray:
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
+    try:
+        return loadmat(path)[key]
+    except KeyError:
+        raise UserError(f"{path}: no variable {key!r} in this .mat file") from None
+    except (MatReadError, ValueError, TypeError, OSError) as e:
+        raise UserError(f"{path}: unreadable .mat file: {e}") from None
+
+
+def livec(cfg: DataConfig, root: Path) -> Catalog:
     names_file, mos_file = root / "Data/AllImages_release.mat", root / "Data/AllMOS_release.mat"
     for f in (names_file, mos_file):
         if not f.is_file():
             raise UserError(f"{f}: label file not found")
+    names = _mat_entries(names_file, "AllImages_release")
     try:
-        names = loadmat(names_file)["AllImages_release"]
-        mos = np.asarray(loadmat(mos_file)["AllMOS_release"], dtype=np.float64).ravel()
-    except KeyError as e:
-        raise UserError(f"{root / 'Data'}: .mat file without key {e}") from None
-    except (ValueError, TypeError, OSError) as e:
-        raise UserError(f"{root / 'Data'}: unreadable .mat file: {e}") from None
-    names = [str(names[i][0][0]) for i in range(len(names))]
+        mos = np.asarray(_mat_entries(mos_file, "AllMOS_release"), dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise UserError(f"{mos_file}: AllMOS_release is not an array of numbers") from None
+    try:
+        names = [str(names[i][0][0]) for i in range(len(names))]
+    except (IndexError, TypeError):
+        raise UserError(f"{names_file}: AllImages_release is not a cell array of file names") from None
     if len(names) != len(mos):
         raise UserError(f"{names_file}: {len(names)} names but {mos_file.name} has {len(mos)} scores")
     # the first 7 entries are the trial images (Images/trainingImages/), dropped by convention
     names, mos = names[7:], mos[7:]
-    for i, v in enumerate(mos):
-        _score(v, mos_file, i + 8, "AllMOS_release")
+    rows = list(range(8, 8 + len(names)))  # entry numbers in the .mat files, counting from 1
+    for row, v in zip(rows, mos):
+        _score(v, mos_file, row, "AllMOS_release")
     paths = [f"Images/{n}" for n in names]
-    _check_images(root, paths, names_file, first_row=8)
+    _check_images(root, paths, names_file, rows)
     return Catalog("livec", root, paths, mos, names, None, None, "MOS", str(mos_file))
 
 
@@ -132,31 +185,39 @@ def kadid10k(cfg: DataConfig, root: Path) -> Catalog:
     rows = _read_csv(label_file, ["dist_img", "ref_img", "dmos"])
     paths = [f"images/{r['dist_img']}" for r in rows]
     # 'dmos' in this release is a MOS: higher is better
-    scores = np.array([_score(r["dmos"], label_file, i + 2, "dmos") for i, r in enumerate(rows)])
-    _check_images(root, paths, label_file)
+    scores = np.array([_score(r["dmos"], label_file, r[LINE], "dmos") for r in rows])
+    _check_images(root, paths, label_file, [r[LINE] for r in rows])
     return Catalog("kadid10k", root, paths, scores, [r["ref_img"] for r in rows], None, None, "dmos",
                    str(label_file))
 
 
 def spaq(cfg: DataConfig, root: Path) -> Catalog:
+    from zipfile import BadZipFile
+
     from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
 
     label_file = root / "Annotations/MOS and Image attribute scores.xlsx"
     if not label_file.is_file():
         raise UserError(f"{label_file}: label file not found")
-    sheet = load_workbook(label_file, read_only=True).active
-    rows = list(sheet.iter_rows(values_only=True))
+    try:
+        sheet = load_workbook(label_file, read_only=True).active
+        rows = list(sheet.iter_rows(values_only=True))
+    except (InvalidFileException, BadZipFile, KeyError, ValueError, OSError) as e:
+        raise UserError(f"{label_file}: unreadable spreadsheet: {e}") from None
+    if not rows:
+        raise UserError(f"{label_file}: empty sheet; expected a header row with 'Image name' and 'MOS'")
     header = [str(h).strip() if h is not None else "" for h in rows[0]]
     for need in ("Image name", "MOS"):
         if need not in header:
             raise UserError(f"{label_file}: missing column {need!r}{did_you_mean(need, header)}; columns found: {', '.join(header)}")
     ni, mi = header.index("Image name"), header.index("MOS")
-    body = [r for r in rows[1:] if r and r[ni] is not None]
-    paths = [f"TestImage/{r[ni]}" for r in body]
-    scores = np.array([_score(r[mi], label_file, i + 2, "MOS") for i, r in enumerate(body)])
-    _check_images(root, paths, label_file)
+    body = [(n, r) for n, r in enumerate(rows[1:], start=2) if r and len(r) > ni and r[ni] is not None]
+    paths = [f"TestImage/{r[ni]}" for _, r in body]
+    scores = np.array([_score(r[mi] if len(r) > mi else None, label_file, n, "MOS") for n, r in body])
+    _check_images(root, paths, label_file, [n for n, _ in body])
     # originals are large phone photos: shorter side to 512 unless the config says otherwise
-    return Catalog("spaq", root, paths, scores, [str(r[ni]) for r in body], 512, None, "MOS", str(label_file))
+    return Catalog("spaq", root, paths, scores, [str(r[ni]) for _, r in body], 512, None, "MOS", str(label_file))
 
 
 def generic_csv(cfg: DataConfig, root: Path) -> Catalog:
@@ -164,12 +225,30 @@ def generic_csv(cfg: DataConfig, root: Path) -> Catalog:
         raise UserError("data.csv_file: the csv dataset needs a label file (columns path, score[, ref])")
     label_file = root / cfg.csv_file
     c = cfg.columns
-    rows = _read_csv(label_file, [c.path, c.score] + ([c.ref] if c.ref else []))
+    rows = _read_csv(label_file, [c.path, c.score], optional=(c.ref,) if c.ref else ())
+    for r in rows:
+        if not r[c.path].strip():
+            raise UserError(f"{label_file}: row {r[LINE]}: {c.path} is empty")
     paths = [r[c.path] for r in rows]
-    scores = np.array([_score(r[c.score], label_file, i + 2, c.score) for i, r in enumerate(rows)])
-    refs = [r[c.ref] for r in rows] if c.ref else paths
-    _check_images(root, paths, label_file)
-    return Catalog("csv", root, paths, scores, refs, None, None, c.score, str(label_file))
+    scores = np.array([_score(r[c.score], label_file, r[LINE], c.score) for r in rows])
+    _check_images(root, paths, label_file, [r[LINE] for r in rows])
+    return Catalog("csv", root, paths, scores, _csv_refs(rows, paths, c, label_file), None, None, c.score,
+                   str(label_file))
+
+
+def _csv_refs(rows: list[dict], paths: list[str], c: ColumnsConfig, label_file: Path) -> list[str]:
+    """Content ids: the ref column when there is one (the default name is optional), else one per image."""
+    if c.ref is None or (c.ref not in rows[0] and c.ref == ColumnsConfig.ref):
+        return paths
+    if c.ref not in rows[0]:
+        header = [k for k in rows[0] if k != LINE]
+        raise UserError(f"{label_file}: no column {c.ref!r} (data.columns.ref){did_you_mean(c.ref, header)}; "
+                        f"columns found: {', '.join(header)}")
+    for r in rows:
+        if not r[c.ref].strip():
+            raise UserError(f"{label_file}: row {r[LINE]}: {c.ref} is empty; give every image a content id, or "
+                            f"set data.columns.ref: null to treat every image as its own content")
+    return [r[c.ref] for r in rows]
 
 
 def demo(cfg: DataConfig, root: Path) -> Catalog:
@@ -211,6 +290,9 @@ def load_catalog(cfg: DataConfig) -> Catalog:
     cat = DATASETS[cfg.dataset](cfg, root)
     if len(cat) == 0:
         raise UserError(f"{cat.label_file}: no images listed")
+    if np.ptp(cat.scores) == 0:  # SRCC of anything against a constant is undefined: a wrong column, most likely
+        raise UserError(f"{cat.label_file}: every value of {cat.label} is {cat.scores[0]:g} ({len(cat)} images); "
+                        f"there is nothing to learn or rank")
     if cfg.limit:
         cat = cat.take(min(cfg.limit, len(cat)))
     return cat
@@ -243,12 +325,29 @@ def split_catalog(cat: Catalog, cfg: SplitConfig) -> dict[str, np.ndarray]:
         dest = "train" if middle < bounds[0] else ("val" if middle < bounds[1] else "test")
         out[dest].extend(members)
         seen += len(members)
-    if len(keys) >= 3:
-        for name in ("train", "val", "test"):
-            if not out[name]:
-                raise UserError(f"data.split: the {name} split is empty ({len(keys)} reference groups); "
-                                f"adjust data.split fractions")
     return {k: np.array(sorted(v), dtype=np.int64) for k, v in out.items()}
+
+
+MIN_EVAL = 3  # distinct scores a val or test split needs: SRCC/PLCC of fewer is undefined or meaningless
+
+
+def check_split(cat: Catalog, split: dict[str, np.ndarray], cfg: DataConfig) -> None:
+    """Refuse, before any training, a split that cannot be trained on or scored (empty, one image, one score)."""
+    counts = ", ".join(f"{k} {len(v)}" for k, v in split.items())
+    official = cfg.split.official and cat.official is not None
+    where = "the release's official split (data.split.official)" if official else f"data.split.seed {cfg.split.seed}"
+    limit = f", data.limit {cfg.limit}" if cfg.limit else ""
+    context = f"{len(cat)} images in {len(set(cat.refs))} content groups{limit}; {where}: {counts}"
+    fix = ("set data.split.official: false to split by the data.split fractions" if official
+           else "add images or raise data.split.{}")
+    if not len(split["train"]):
+        raise UserError(f"data.split: the train split is empty ({context}); {fix.format('train')}")
+    for name in ("val", "test"):
+        distinct = len(np.unique(cat.scores[split[name]]))
+        if distinct < MIN_EVAL:
+            raise UserError(
+                f"data.split: the {name} split has {len(split[name])} image(s) with {distinct} distinct score(s) "
+                f"({context}); scoring it needs at least {MIN_EVAL} distinct scores: {fix.format(name)}")
 
 
 def split_fingerprint(cat: Catalog, split: dict[str, np.ndarray]) -> str:

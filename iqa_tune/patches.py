@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from .cache import ImageCache
-from .errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,14 +26,6 @@ class PatchBatch:
     pixels: torch.Tensor  # uint8 (B, P, P, 3)
     labels: torch.Tensor  # float32 (B,)
     image: torch.Tensor  # int64 (B,): position of the image in its split (groups patches for image metrics)
-
-
-def check_sizes(cache: ImageCache, indices: np.ndarray, patch: int, paths: list[str]) -> None:
-    small = [i for i in indices if min(cache.index[i, 1], cache.index[i, 2]) < patch]
-    if small:
-        i = small[0]
-        raise UserError(f"{paths[i]}: image is {cache.index[i, 2]}x{cache.index[i, 1]} after resize, smaller than "
-                        f"data.patch_size {patch} ({len(small)} such images); raise data.resize or lower patch_size")
 
 
 PIXEL = np.dtype((np.void, 3))  # one RGB pixel as a single 3-byte element

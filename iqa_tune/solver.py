@@ -13,38 +13,17 @@ import resource
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .cache import ImageCache, build_or_open
-from .config import RunConfig, cache_root
-from .datasets import Catalog, load_catalog, split_catalog
+from .config import RunConfig
 from .errors import UserError
 from .losses import hyperiqa_loss
 from .metrics import correlations, image_means
 from .model import HyperIQA, build_model
-from .patches import EvalPatches, Normalizer, TrainPatches, check_sizes, prefetch
-
-
-@dataclass
-class PreparedData:
-    """A dataset ready for training: its catalog, its decoded cache and its split (indices into the catalog)."""
-
-    catalog: Catalog
-    cache: ImageCache
-    split: dict[str, np.ndarray]
-
-
-def prepare_data(cfg: RunConfig, progress: bool = True) -> PreparedData:
-    cat = load_catalog(cfg.data)
-    resize = cfg.data.resize if cfg.data.resize is not None else cat.resize
-    cache = build_or_open(cat, resize, cache_root(cfg.data), progress=progress)
-    split = split_catalog(cat, cfg.data.split)
-    for idx in split.values():
-        check_sizes(cache, idx, cfg.data.patch_size, cat.paths)
-    return PreparedData(cat, cache, split)
+from .patches import EvalPatches, Normalizer, TrainPatches, prefetch
+from .prepare import PreparedData
 
 
 def resolve_device(name: str) -> torch.device:

@@ -24,7 +24,7 @@ from reports.load import how_it_ended
 
 from .config import cache_root
 from .errors import UserError
-from .solver import prepare_data
+from .prepare import prepare_data
 from .space import Space, load_space, trial_config
 
 # Tune warns about frequent experiment snapshots when trials report fast; our snapshots are small local files

@@ -19,7 +19,8 @@ from rich.table import Table
 
 from .config import RunConfig, to_dict
 from .datasets import split_record
-from .solver import PreparedData, Solver, prepare_data
+from .prepare import PreparedData, prepare_data
+from .solver import Solver
 
 
 def unique_dir(base: Path) -> Path:

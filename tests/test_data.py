@@ -127,7 +127,9 @@ def _bad_run(tmp_path, root, **data):
     cfg = tmp_path / "bad.yaml"
     import yaml
 
-    cfg.write_text(yaml.safe_dump({"data": {"dataset": "koniq10k", "root": str(root), **data},
+    # 10 images split 4/3/3: val and test can be scored, so the run gets as far as the broken file
+    split = {"train": 0.4, "val": 0.3, "test": 0.3}
+    cfg.write_text(yaml.safe_dump({"data": {"dataset": "koniq10k", "root": str(root), "split": split, **data},
                                    "model": {"backbone": "resnet_micro"}, "out_dir": str(tmp_path / "runs")}))
     return cli("train", cfg)
 
@@ -139,7 +141,7 @@ def _bad_run(tmp_path, root, **data):
     ("not_a_number", "row 3: MOS_zscore is not a number: 'abc'"),
 ])
 def test_bad_data_stops_with_file_and_row(tmp_path, breakage, expected):
-    root = koniq(tmp_path / "bad")
+    root = koniq(tmp_path / "bad", n=10)
     label_file = root / "koniq10k_scores_and_distributions.csv"
     rows = list(csv.reader(open(label_file)))
     if breakage == "missing_image":

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from iqa_tune.config import TrainConfig, build_run_config
-from iqa_tune.solver import Solver, lr_lambda, prepare_data
+from iqa_tune.prepare import prepare_data
+from iqa_tune.solver import Solver, lr_lambda
 
 SMALL = {"data": {"patch_size": 32, "train_patches": 2, "test_patches": 2, "limit": 186,
                   "split": {"train": 0.6, "val": 0.2, "test": 0.2}},
@@ -61,10 +62,10 @@ def test_step_and_cosine_rules():
 def test_gpu_path_options_run_on_cpu_and_throughput_is_measured(tmp_path):
     from iqa_tune.bench import _csv_dataset, train_throughput
 
-    root = _csv_dataset(tmp_path, 8)
+    root = _csv_dataset(tmp_path, 10)  # split 4/3/3: val and test need 3 images to be scored
     cfg = {"data": {"dataset": "csv", "root": str(root), "csv_file": "labels.csv", "columns": {"ref": "ref"},
                     "resize": [128, 96], "patch_size": 32, "train_patches": 8, "test_patches": 1,
-                    "split": {"train": 0.6, "val": 0.2, "test": 0.2}},
+                    "split": {"train": 0.4, "val": 0.3, "test": 0.3}},
            "model": {"backbone": "resnet_micro"},
            "train": {"batch_size": 8, "epochs": 1, "threads": 1, "precision": "bf16", "channels_last": True}}
     out = train_throughput(cfg, batches=2, warmup=1)

@@ -15,7 +15,8 @@ import ray
 import torch
 from ray import tune
 
-from iqa_tune.solver import Solver, prepare_data
+from iqa_tune.prepare import prepare_data
+from iqa_tune.solver import Solver
 from iqa_tune.space import Space, trial_config
 from iqa_tune.train import save_predictions, write_run_files
 
