@@ -6,14 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, naming
 
 
 def _train(args) -> int:
     from .config import load_run_config
     from .train import run_train
 
-    run_train(load_run_config(args.config))
+    cfg = load_run_config(args.config)
+    with naming(args.config):
+        run_train(cfg)
     return 0
 
 
@@ -100,8 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except UserError as e:
         from rich.console import Console
+        from rich.text import Text
 
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        # a Text is printed literally: a '[' in a path or 'expected [w, h]' is not markup
+        Console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", str(e)), highlight=False,
+                                   soft_wrap=True)
         return e.exit_code
     except KeyboardInterrupt:
         print("\ninterrupted; everything written so far is kept", file=sys.stderr)

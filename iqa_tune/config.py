@@ -35,6 +35,11 @@ def _open_fraction(v: Any) -> str | None:
     return None if 0 <= v < 1 else "must be in [0, 1)"
 
 
+def _folder_name(v: Any) -> str | None:
+    ok = v.strip() not in ("", ".", "..") and not {"/", "\\", "\0"} & set(v)
+    return None if ok else "must be a folder name (not empty, '.' or '..', no '/')"
+
+
 def _check(fn) -> dict:
     """Field metadata: ``fn(value)`` returns a problem ("must be > 0") or None."""
     return {"check": fn}
@@ -125,7 +130,7 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
-    name: str = "run"
+    name: str = field(default="run", metadata=_check(_folder_name))  # the run's folder under out_dir
     out_dir: str = "runs"  # iqa-tune train writes OUT_DIR/NAME/
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -18,12 +18,14 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from reports.load import how_it_ended
 
 from .config import cache_root
-from .errors import UserError
+from .errors import UserError, naming
 from .prepare import prepare_data
 from .space import Space, load_space, trial_config
 
@@ -143,14 +145,14 @@ class ProgressTable(tune.Callback):
 
     def _table(self) -> Table:
         m = self.space.study.metric
-        table = Table(title=f"study {self.space.study.name}: {len(self.trials)} trials", title_justify="left")
+        table = Table(title=Text(f"study {self.space.study.name}: {len(self.trials)} trials"), title_justify="left")
         for col in ["trial", "status", "epoch", m, f"best {m}", "test SRCC @best", *[d.path for d in self.space.dims]]:
             table.add_column(col, justify="right" if col not in ("trial", "status") else "left", no_wrap=True)
         for t in self.trials[-40:]:
             r = t.last_result or {}
             status = how_it_ended(self.statuses.get(t.trial_id, t.status), r or None, t.status == "ERROR")
             table.add_row(t.trial_id, status, str(r.get("epoch", "")), _fmt(r.get(m)), _fmt(r.get(f"best_{m}")),
-                          _fmt(r.get("test_srcc_at_best_val")), *[_fmt(t.config.get(d.path)) for d in self.space.dims])
+                          _fmt(r.get("test_srcc_at_best_val")), *[Text(_fmt(t.config.get(d.path))) for d in self.space.dims])
         return table
 
     def _draw(self, trials, force: bool = False) -> None:
@@ -303,7 +305,8 @@ def run_study(space_file: str, address: str | None = None, name: str | None = No
     if not resume and exp_dir.exists():
         raise UserError(f"{exp_dir} already exists: continue it with --resume, or choose another --name")
     absolute_paths(space)
-    prebuild_caches(space, console)
+    with naming(space_file):  # a data problem found here names the space file as well as the data file
+        prebuild_caches(space, console)
     _log_to_file(exp_dir)
     (exp_dir / "study.yaml").write_text(yaml.safe_dump(
         {"source": str(space_file), "metric": space.study.metric, "mode": space.study.mode,
@@ -316,7 +319,8 @@ def run_study(space_file: str, address: str | None = None, name: str | None = No
             if not resume:  # nothing ran: leave no half-made study that would demand --resume
                 shutil.rmtree(exp_dir, ignore_errors=True)
             raise
-        console.print(f"study [bold]{space.study.name}[/]: {space.num_trials} trials, results in {exp_dir}")
+        console.print(f"study [bold]{escape(space.study.name)}[/]: {space.num_trials} trials, "
+                      f"results in {escape(str(exp_dir))}")
         progress = ProgressTable(space)
         tuner = build_tuner(space, exp_dir, resume, [progress])
         try:
@@ -329,11 +333,11 @@ def run_study(space_file: str, address: str | None = None, name: str | None = No
     resume_cmd = f"iqa-tune run {space_file} --name {space.study.name} --storage {space.study.storage} --resume"
     if unfinished:
         console.print(f"[bold yellow]interrupted[/] with {len(unfinished)} trials unfinished; continue with:\n  "
-                      f"{resume_cmd}")
+                      f"{escape(resume_cmd)}")
         return 130
     errored = [t for t in trials if t.status == "ERROR"]
     if errored:
-        console.print(f"[yellow]{len(errored)} trial(s) errored[/]: see the report, or {exp_dir}/<trial>/error.txt")
+        console.print(f"[yellow]{len(errored)} trial(s) errored[/]: see the report, or {escape(str(exp_dir))}/<trial>/error.txt")
     from reports.build import build_report
 
     build_report(exp_dir)

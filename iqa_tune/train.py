@@ -8,19 +8,36 @@ appended as it goes, so an interrupted run keeps what it computed), ``best.pt`` 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from .config import RunConfig, to_dict
 from .datasets import split_record
+from .errors import UserError
 from .prepare import PreparedData, prepare_data
-from .solver import Solver
+
+if TYPE_CHECKING:
+    from .solver import Solver
+
+
+def check_out_dir(out_dir: str) -> Path:
+    """``out_dir`` as a path, refused up front (before any decoding) if a run folder cannot be made in it."""
+    out = Path(out_dir).expanduser()
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"out_dir: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"out_dir: no permission to write into {existing}")
+    return out
 
 
 def unique_dir(base: Path) -> Path:
@@ -29,7 +46,10 @@ def unique_dir(base: Path) -> Path:
     while path.exists():
         n += 1
         path = base.with_name(f"{base.name}-{n}")
-    path.mkdir(parents=True)
+    try:
+        path.mkdir(parents=True)
+    except (OSError, ValueError) as e:
+        raise UserError(f"out_dir, name: cannot create the run folder {path}: {e}") from None
     return path
 
 
@@ -46,7 +66,7 @@ def write_run_files(out: Path, cfg: RunConfig, data: PreparedData) -> None:
 
 def _summary(console: Console, solver: Solver, last: dict, out: Path) -> None:
     b = solver.best
-    table = Table(title=f"{solver.cfg.name}: {solver.epoch} epochs", show_header=True)
+    table = Table(title=Text(f"{solver.cfg.name}: {solver.epoch} epochs"), show_header=True)
     for col in ("", "epoch", "val SRCC", "val PLCC", "test SRCC", "test PLCC"):
         table.add_column(col, justify="right")
     table.add_row("best val epoch (report this)", str(b["epoch"]), f"{b['val_srcc']:.4f}", f"{b['val_plcc']:.4f}",
@@ -55,18 +75,12 @@ def _summary(console: Console, solver: Solver, last: dict, out: Path) -> None:
                   f"{last.get('val_plcc', 0):.4f}", f"{last.get('test_srcc', 0):.4f}",
                   f"{last.get('test_plcc', 0):.4f}")
     console.print(table)
-    console.print(f"results: {out}")
+    console.print(Text(f"results: {out}"))
 
 
-def run_train(cfg: RunConfig, console: Console | None = None) -> tuple[Path, dict]:
-    """Train ``cfg`` with a progress bar; returns (output folder, metrics of the best val epoch)."""
-    console = console or Console()
-    data = prepare_data(cfg, progress=True)
-    out = unique_dir(Path(cfg.out_dir) / cfg.name)
-    write_run_files(out, cfg, data)
-    solver = Solver(cfg, data)
-    console.print(f"[bold]{cfg.name}[/]: {cfg.data.dataset} ({', '.join(f'{k} {len(v)}' for k, v in data.split.items())}"
-                  f" images), {cfg.model.backbone}, {solver.device}, output {out}")
+def _fit(console: Console, solver: Solver, data: PreparedData, out: Path) -> dict:
+    """Train with a progress bar, writing each epoch's metrics, the best state and its test predictions."""
+    import torch
     last: dict = {}
     with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console) as bar, \
@@ -79,8 +93,35 @@ def run_train(cfg: RunConfig, console: Console | None = None) -> tuple[Path, dic
                 torch.save(solver.state_dict(), out / "best.pt")
                 save_predictions(out / "test_predictions.npz", data, test_pred, metrics["epoch"])
             last = metrics
-            bar.update(task, completed=0, epoch=min(metrics["epoch"] + 1, cfg.train.epochs),
+            bar.update(task, completed=0, epoch=min(metrics["epoch"] + 1, solver.cfg.train.epochs),
                        status=f"loss {metrics['train_loss']:.3f}  val SRCC {metrics.get('val_srcc', 0):.4f}  "
                               f"best {metrics['best_val_srcc']:.4f} (epoch {metrics['best_epoch']})")
+    return last
+
+
+def run_train(cfg: RunConfig, console: Console | None = None) -> tuple[Path, dict]:
+    """Train ``cfg`` with a progress bar; returns (output folder, metrics of the best val epoch).
+
+    The run folder is made only once the data and the model are ready, and removed again if the run stops
+    before its first epoch is written: a failed start leaves no empty folder to puzzle over."""
+    console = console or Console()
+    base = check_out_dir(cfg.out_dir)
+    data = prepare_data(cfg, progress=True)
+    from .solver import Solver  # torch and timm take seconds to load: input errors above come first
+
+    solver = Solver(cfg, data)
+    out = unique_dir(base / cfg.name)
+    # Text, not markup: a '[' in a run name or a path is printed as is
+    console.print(Text.assemble((cfg.name, "bold"), f": {cfg.data.dataset} (", ", ".join(
+        f"{k} {len(v)}" for k, v in data.split.items()), f" images), {cfg.model.backbone}, {solver.device}, "
+        f"output {out}"))
+    try:
+        write_run_files(out, cfg, data)
+        last = _fit(console, solver, data, out)
+    except BaseException:
+        log = out / "metrics.jsonl"
+        if not (log.is_file() and log.stat().st_size):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     _summary(console, solver, last, out)
     return out, solver.best

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from iqa_tune.errors import UserError
 
@@ -61,11 +62,11 @@ def to_rich(df: pd.DataFrame, cols: list[str] | None, title: str) -> Table:
     short = {"max_test_srcc (selected on test)": "max test (sel. on test)",
              "train_patch_minus_test_srcc (last)": "train patch - test", "test_srcc_drop (best->last)": "test drop",
              "test_srcc_ci_lo": "CI lo", "test_srcc_ci_hi": "CI hi", "best_epoch": "best ep"}
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")  # Text: a '[' in a study name is not markup
     for c in cols:
         table.add_column(short.get(c, c.removeprefix(HP_PREFIX)), justify="left" if c in ("trial", "ended") else "right")
     for _, r in df.iterrows():
-        table.add_row(*[_fmt(r[c]) for c in cols])
+        table.add_row(*[Text(_fmt(r[c])) for c in cols])
     return table
 
 
@@ -203,5 +204,5 @@ def build_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     console.print(to_rich(terminal_view(ranking, metric), None, f"{exp_dir.name}: ranked by {metric} at each trial's best epoch"))
     if r["marginals"] is not None and not r["marginals"].empty:
         console.print(to_rich(r["marginals"], list(r["marginals"].columns), "marginals"))
-    console.print(f"report: {out}/index.html (ranking.csv, ranking.md, results.parquet, *.png)")
+    console.print(Text(f"report: {out}/index.html (ranking.csv, ranking.md, results.parquet, *.png)"))
     return out
