@@ -14,13 +14,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import records
 from .cache import ImageCache, build_or_open
-from .config import RunConfig, cache_root
-from .datasets import Catalog, load_catalog, split_catalog
+from .config import RunConfig, cache_root, to_dict
+from .datasets import Catalog, load_catalog, split_catalog, split_record
 from .errors import UserError
 from .losses import hyperiqa_loss
 from .metrics import correlations, image_means
@@ -35,6 +37,15 @@ class PreparedData:
     catalog: Catalog
     cache: ImageCache
     split: dict[str, np.ndarray]
+
+    def write_run_files(self, out: Path, cfg: RunConfig) -> None:
+        """The resolved config and the split, next to a run's results."""
+        records.write_run_files(out, to_dict(cfg), split_record(self.catalog, self.split))
+
+    def save_test_predictions(self, path: Path, per_image: np.ndarray, epoch: int) -> None:
+        idx = self.split["test"]
+        records.save_predictions(path, [self.catalog.paths[i] for i in idx], self.catalog.scores[idx], per_image,
+                                 epoch)
 
 
 def prepare_data(cfg: RunConfig, progress: bool = True) -> PreparedData:
@@ -80,8 +91,7 @@ class Solver:
 
     def __init__(self, cfg: RunConfig, data: PreparedData, device: torch.device | None = None,
                  select: str = "val_srcc", mode: str = "max"):
-        self.cfg, self.data = cfg, data
-        self.select, self.sign = select, (1.0 if mode == "max" else -1.0)  # the metric that picks the best epoch
+        self.cfg = cfg
         t, d = cfg.train, cfg.data
         if t.threads:
             torch.set_num_threads(t.threads)
@@ -97,10 +107,11 @@ class Solver:
                               {"params": hyper, "lr": t.lr * t.lr_ratio, "name": "hyper"}],
                              weight_decay=t.weight_decay)
         cat, cache, split = data.catalog, data.cache, data.split
-        self.train_patches = TrainPatches(cache, split["train"], cat.scores, d.patch_size, d.train_patches,
-                                          t.patches_per_image, t.batch_size, d.flip)
-        self.eval_sets = {name: EvalPatches(cache, split[name], cat.scores, cat.paths, d.patch_size,
-                                            d.test_patches, t.eval_batch_size)
+        self.train_patches = TrainPatches(cache, split["train"], cat.scores, patch_size=d.patch_size,
+                                          train_patches=d.train_patches, patches_per_image=t.patches_per_image,
+                                          batch_size=t.batch_size, flip=d.flip)
+        self.eval_sets = {name: EvalPatches(cache, split[name], cat.scores, cat.paths, patch_size=d.patch_size,
+                                            test_patches=d.test_patches, batch_size=t.eval_batch_size)
                           for name in ("val", "test") if len(split[name])}
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            lr_lambda(t, len(self.train_patches)))
@@ -109,8 +120,7 @@ class Solver:
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else nullcontext
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
         self.epoch = 0  # epochs completed
-        self.best: dict = {}  # metrics of the best epoch by val SRCC
-        self.since_best = 0
+        self.best = records.BestEpoch(select, mode)  # the epoch that the selection metric picks (never a test metric)
 
     # -- one epoch ---------------------------------------------------------------------------------------------
     def train_epoch(self, on_batch: Callable[[int, int], None] | None = None) -> dict:
@@ -170,8 +180,8 @@ class Solver:
         per_image = image_means(np.concatenate(preds), ev.image, len(ev.indices))
         return {f"{name}_{k}": v for k, v in correlations(per_image, ev.labels).items()}, per_image
 
-    def step(self, on_batch: Callable[[int, int], None] | None = None) -> tuple[dict, np.ndarray | None]:
-        """Train one epoch and evaluate; returns (metrics, per-image test predictions)."""
+    def run_epoch(self, on_batch: Callable[[int, int], None] | None = None) -> tuple[dict, np.ndarray | None]:
+        """Train one epoch and evaluate val and test; returns (metrics, per-image test predictions)."""
         start = time.perf_counter()
         metrics = {"epoch": self.epoch + 1}
         metrics.update(self.train_epoch(on_batch))
@@ -186,45 +196,32 @@ class Solver:
         self.epoch += 1
         metrics["epoch_seconds"] = time.perf_counter() - start
         metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-        metrics.update(self._track_best(metrics))
+        metrics["max_epochs"] = self.cfg.train.epochs
+        metrics.update(self.best.update(metrics))
         p = self.cfg.train.patience
         # set on the epoch that ends the run early by patience, so reports tell it apart from a scheduler's cut
-        metrics["patience_stop"] = float(p > 0 and self.since_best >= p and self.epoch < self.cfg.train.epochs)
+        metrics["patience_stop"] = float(p > 0 and self.best.since >= p and self.epoch < self.cfg.train.epochs)
         return metrics, test_pred
-
-    def _track_best(self, m: dict) -> dict:
-        """Best epoch by the selection metric (val SRCC by default), and the test figures at that epoch: the
-        honest number to report."""
-        score = self.sign * m[self.select]
-        improved = not self.best or score > self.best["score"]
-        if improved:
-            self.best = {"score": score, "val_srcc": m.get("val_srcc", 0.0), "val_plcc": m.get("val_plcc", 0.0), "epoch": m["epoch"],
-                         "test_srcc": m.get("test_srcc", 0.0), "test_plcc": m.get("test_plcc", 0.0)}
-            self.since_best = 0
-        else:
-            self.since_best += 1
-        return {"improved": improved, "best_epoch": self.best["epoch"], "best_val_srcc": self.best["val_srcc"],
-                "best_val_plcc": self.best["val_plcc"], "test_srcc_at_best_val": self.best["test_srcc"],
-                "test_plcc_at_best_val": self.best["test_plcc"]}
 
     @property
     def finished(self) -> bool:
         p = self.cfg.train.patience
-        return self.epoch >= self.cfg.train.epochs or (p > 0 and self.since_best >= p)
+        return self.epoch >= self.cfg.train.epochs or (p > 0 and self.best.since >= p)
 
     def fit(self, on_batch: Callable[[int, int], None] | None = None) -> Iterator[tuple[dict, np.ndarray | None]]:
         while not self.finished:
-            yield self.step(on_batch)
+            yield self.run_epoch(on_batch)
 
     # -- state -------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "epoch": self.epoch, "best": self.best, "since_best": self.since_best}
+                "epoch": self.epoch, "best": self.best.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.best, self.since_best = state["epoch"], state["best"], state["since_best"]
+        self.epoch = state["epoch"]
+        self.best.load_state_dict(state["best"])
