@@ -10,6 +10,7 @@ machine and its load, so every figure is compared with its baseline measured in 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -22,12 +23,12 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from . import records
 from .cache import build_or_open
+from .cli import BENCH_SECTIONS as SECTIONS
 from .config import DataConfig, build_run_config, cache_root
 from .datasets import Catalog
 from .patches import IMAGENET_MEAN, IMAGENET_STD, Normalizer, TrainPatches
-
-SECTIONS = ("data", "tune", "asha", "memory", "gpu")
 
 
 def _machine() -> str:
@@ -45,7 +46,7 @@ def _koniq_like(folder: Path, n: int) -> Catalog:
     """n 1024x768 JPEGs (scikit-image photos, upscaled), the size of KonIQ-10k's release images."""
     from PIL import Image
 
-    from .demo_data import PHOTOS, _photo
+    from .demo_data import PHOTOS, photo
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -53,7 +54,7 @@ def _koniq_like(folder: Path, n: int) -> Catalog:
         _, loader, index = PHOTOS[i % len(PHOTOS)]
         path = folder / f"{i:04d}.jpg"
         if not path.exists():
-            _photo(loader, index).resize((1024, 768), Image.BICUBIC).save(path, quality=90)
+            photo(loader, index).resize((1024, 768), Image.BICUBIC).save(path, quality=90)
         paths.append(path.name)
     return Catalog("bench-koniq", folder, paths, np.linspace(0, 100, n), paths, [512, 384])
 
@@ -91,7 +92,8 @@ def bench_data(quick: bool) -> dict:
         rng = np.random.default_rng(0)
         ref = _reference_patches(cat, 150 if quick else 600, patch, rng)
         idx = np.arange(len(cat))
-        train = TrainPatches(cache, idx, cat.scores, patch, 25, 1, batch, True)
+        train = TrainPatches(cache, idx, cat.scores, patch_size=patch, train_patches=25, patches_per_image=1,
+                             batch_size=batch, flip=True)
         norm = Normalizer(torch.device("cpu"))
         crop_only, full, nbytes = [], [], 0
         for epoch in range(2 if quick else 3):  # streamed batch by batch, as training consumes them
@@ -110,7 +112,8 @@ def bench_data(quick: bool) -> dict:
         t = time.perf_counter()
         np.copyto(dst, src)
         copy_bps = nbytes / (time.perf_counter() - t)
-        no_flip = TrainPatches(cache, idx, cat.scores, patch, 25, 1, batch, False)
+        no_flip = TrainPatches(cache, idx, cat.scores, patch_size=patch, train_patches=25, patches_per_image=1,
+                               batch_size=batch, flip=False)
         t, n = time.perf_counter(), 0
         for b in no_flip.batches(0, 0):
             n += len(b.labels)
@@ -149,16 +152,14 @@ def _study(tmp: Path, name: str, search: dict, study: dict, **train) -> tuple[Pa
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(body))
     start = time.time()
-    code = run_study(str(path), dashboard=False)
+    code, exp_dir = run_study(str(path), dashboard=False)
     if code != 0:
         raise RuntimeError(f"bench study {name} ended with {code}")
-    return tmp / name, start
+    return exp_dir, start
 
 
 def _rows(exp: Path) -> dict[str, list[dict]]:
-    from reports.load import read_results
-
-    return {t.name: rows for t in exp.iterdir() if t.is_dir() and (rows := read_results(t))}
+    return {t.name: rows for t in exp.iterdir() if t.is_dir() and (rows := records.read_results(t))}
 
 
 def bench_tune(quick: bool, tmp: Path) -> dict:
@@ -192,14 +193,18 @@ def bench_asha(quick: bool, tmp: Path) -> dict:
     full_rows, asha_rows = _rows(full), _rows(asha)
 
     def best(rows_by_trial):
-        return max(rows_by_trial, key=lambda t: max(r["val_srcc"] for r in rows_by_trial[t]))
+        """The trial whose best epoch is best, by the rule the solver and the report use."""
+        trials = list(rows_by_trial)
+        best_of = [rows[records.best_index([r["val_srcc"] for r in rows], "max")]["val_srcc"]
+                   for rows in rows_by_trial.values()]
+        return trials[records.best_index(best_of, "max")]
 
     def config_of(exp, trial):
         return json.loads((exp / trial / "params.json").read_text())
 
     best_full = config_of(full, best(full_rows))
     survivors = [config_of(asha, t) for t, rows in asha_rows.items() if rows[-1]["epoch"] == epochs]
-    return {"grid_points": 12, "epochs": epochs,
+    return {"grid_points": math.prod(len(v["grid"]) for v in search.values()), "epochs": epochs,
             "full_trial_epochs": sum(len(r) for r in full_rows.values()),
             "asha_trial_epochs": sum(len(r) for r in asha_rows.values()),
             "trial_epoch_fraction": sum(len(r) for r in asha_rows.values()) / sum(len(r) for r in full_rows.values()),
@@ -265,7 +270,7 @@ def train_throughput(cfg_data: dict, batches: int, warmup: int = 3) -> dict:
     except Enough:
         pass
     seconds = time.perf_counter() - done["t0"]
-    out = {"patches_per_s": (done["n"] - warmup) * cfg.train.batch_size / seconds}
+    out = {"patches_per_s": (done["n"] - warmup) * cfg.train.batch_size / seconds, "batches_timed": done["n"] - warmup}
     if solver.device.type == "cuda":
         out["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
     return out
@@ -301,8 +306,8 @@ def bench_gpu(quick: bool, tmp: Path) -> dict:
         path.write_text(yaml.safe_dump(body))
         from .study import run_study
 
-        run_study(str(path), dashboard=False)
-        rates = [rows[-1]["patches_per_s"] for rows in _rows(tmp / f"pack-{gpu}").values()]
+        _, exp_dir = run_study(str(path), dashboard=False)
+        rates = [rows[-1]["patches_per_s"] for rows in _rows(exp_dir).values()]
         out[f"aggregate_patches_per_s_gpu_{gpu}"] = sum(rates) if concurrent == 2 else max(rates)
     out["packing_gain"] = out["aggregate_patches_per_s_gpu_0.5"] / out["aggregate_patches_per_s_gpu_1.0"]
     return out

@@ -97,10 +97,6 @@ class ImageCache:
     def __len__(self) -> int:
         return len(self.index)
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.pixels.size)
-
 
 def cache_key(cat: Catalog, resize) -> str:
     h = hashlib.sha1()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from .errors import UserError, naming
 
+BENCH_SECTIONS = ("data", "tune", "asha", "memory", "gpu")  # iqa_tune.bench.SECTIONS, without importing torch
+
 
 def _train(args) -> int:
     from .config import load_run_config
@@ -36,10 +38,16 @@ def _validate(args) -> int:
 
 
 def _run(args) -> int:
+    from reports.build import build_report
+
     from .study import run_study
 
-    return run_study(args.space, address=args.address, name=args.name, storage=args.storage, resume=args.resume,
-                     dashboard=not args.no_dashboard, dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
+    code, exp_dir = run_study(args.space, address=args.address, name=args.name, storage=args.storage,
+                              resume=args.resume, dashboard=not args.no_dashboard,
+                              dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
+    if code == 0:
+        build_report(exp_dir)
+    return code
 
 
 def _report(args) -> int:
@@ -91,7 +99,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="measure the data path, Tune overhead, ASHA savings and memory")
     s.add_argument("--out", default="bench.json", help="JSON output")
     s.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
-    s.add_argument("--only", nargs="*", help="sections: data tune asha memory gpu (gpu needs CUDA)")
+    s.add_argument("--only", nargs="*", choices=BENCH_SECTIONS, metavar="SECTION",
+                   help=f"sections: {' '.join(BENCH_SECTIONS)} (gpu needs CUDA)")
     s.set_defaults(fn=_bench)
     return p
 

@@ -7,7 +7,9 @@ unknown keys, wrong types and out-of-range values are :class:`UserError`s naming
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import yamlfile
+from .backbones import resolve_backbone
 from .errors import UserError, did_you_mean
 
 
@@ -65,9 +68,13 @@ class ColumnsConfig:
     ref: str | None = "ref"
 
 
+# the dataset adapters of iqa_tune.datasets, by name (that module checks it implements exactly these)
+DATASET_NAMES = ("demo", "koniq10k", "livec", "kadid10k", "spaq", "csv")
+
+
 @dataclass
 class DataConfig:
-    dataset: str = "demo"  # registry key: demo, koniq10k, livec, kadid10k, spaq, csv
+    dataset: Literal[DATASET_NAMES] = "demo"  # which adapter reads data.root
     root: str | None = None  # dataset folder; demo: built on first use under cache_dir
     label: str | None = None  # label column/scale; None = the dataset's default (KonIQ: mos_zscore, 0-100)
     csv_file: str | None = None  # csv dataset: the label file, relative to root
@@ -189,6 +196,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise UserError(f"{path}: must be a finite number, got {value!r}")
             return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -209,20 +218,24 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     if not isinstance(data, dict):
         raise UserError(f"{where}: expected a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
         key_path = f"{path}.{key}" if path else str(key)
         if key not in fields:
             raise UserError(f"{key_path}: unknown key{did_you_mean(str(key), fields)}; valid keys here: {', '.join(fields)}")
-        value = _coerce(value, hints[key], key_path)
-        check = fields[key].metadata.get("check")
-        if check is not None and value is not None:
-            problem = check(value)
-            if problem:
-                raise UserError(f"{key_path}: {problem}, got {value!r}")
-        kwargs[key] = value
+        kwargs[key] = _field_value(cls, fields[key], value, key_path)
     return cls(**kwargs)
+
+
+def _field_value(cls: type, f: dataclasses.Field, value: Any, path: str) -> Any:
+    """``value`` checked against one field: its type, then its range check."""
+    value = _coerce(value, typing.get_type_hints(cls)[f.name], path)
+    check = f.metadata.get("check")
+    if check is not None and value is not None:
+        problem = check(value)
+        if problem:
+            raise UserError(f"{path}: {problem}, got {value!r}")
+    return value
 
 
 def _cross_checks(cfg: RunConfig) -> None:
@@ -256,16 +269,25 @@ def _cross_checks(cfg: RunConfig) -> None:
         raise UserError(f"model.target_in ({m.target_in}) must exceed 3 x model.lda_channels ({3 * m.lda_channels})")
     if t.device not in ("auto", "cpu") and not t.device.startswith("cuda"):
         raise UserError(f"train.device: expected auto, cpu, cuda or cuda:N, got {t.device!r}")
+    resolve_backbone(m.backbone)
 
 
-def build_run_config(data: dict, source: str = "") -> RunConfig:
-    """Validate a mapping as a run config. ``source`` (a file name) prefixes every error."""
+def check_run_config(cfg: RunConfig, source: str = "") -> RunConfig:
+    """The rules between keys; ``source`` (a file name) prefixes every error."""
     try:
-        cfg = from_dict(RunConfig, data)
         _cross_checks(cfg)
     except UserError as e:
         raise UserError(f"{source}: {e}" if source else str(e)) from None
     return cfg
+
+
+def build_run_config(data: dict, source: str = "") -> RunConfig:
+    """Parse and validate a mapping as a run config, once. ``source`` (a file name) prefixes every error."""
+    try:
+        cfg = from_dict(RunConfig, data)
+    except UserError as e:
+        raise UserError(f"{source}: {e}" if source else str(e)) from None
+    return check_run_config(cfg, source)
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
@@ -280,12 +302,62 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def set_path(data: dict, dotted: str, value: Any) -> None:
-    """Set ``a.b.c`` in a nested mapping (used to apply searched values)."""
-    keys = dotted.split(".")
-    for k in keys[:-1]:
-        data = data.setdefault(k, {})
-    data[keys[-1]] = value
+# ----------------------------------------------------------------------------------------------------------------
+# derived configs: pure functions that return a new config
+
+
+def check_key_path(path: str) -> None:
+    """A dotted key must exist in the run schema (any sub-key of a free-form mapping such as backbone_kwargs)."""
+    cls: Any = RunConfig
+    for key in path.split("."):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if key not in fields:
+            raise UserError(f"{path}: no key {key!r} in the run schema{did_you_mean(key, fields)}")
+        tp = typing.get_type_hints(cls)[key]
+        if typing.get_origin(tp) is dict:
+            return
+        if not dataclasses.is_dataclass(tp):
+            if key != path.split(".")[-1]:
+                raise UserError(f"{path}: {key!r} is a value, it has no sub-keys")
+            return
+        cls = tp
+    raise UserError(f"{path}: is a section; search one of its keys")
+
+
+def with_values(cfg: Any, values: dict[str, Any]) -> Any:
+    """A copy of ``cfg`` with dotted keys set (a trial's sampled values); each value is checked like its field."""
+    for path, value in values.items():
+        cfg = _replace(cfg, path.split("."), value, path)
+    return cfg
+
+
+def _replace(obj: Any, keys: list[str], value: Any, path: str) -> Any:
+    f = next((f for f in dataclasses.fields(obj) if f.name == keys[0]), None)
+    if f is None:
+        check_key_path(path)  # names the nearest valid key
+        raise UserError(f"{path}: no such key in the run schema")
+    current = getattr(obj, f.name)
+    if len(keys) == 1:
+        new = _field_value(type(obj), f, value, path)
+    elif dataclasses.is_dataclass(current):
+        new = _replace(current, keys[1:], value, path)
+    else:  # a free-form mapping (model.backbone_kwargs.embed_dim)
+        new = copy.deepcopy(current)
+        inner = new
+        for k in keys[1:-1]:
+            inner = inner.setdefault(k, {})
+        inner[keys[-1]] = value
+    return dataclasses.replace(obj, **{f.name: new})
+
+
+def resolve_paths(cfg: RunConfig) -> RunConfig:
+    """The same config with every path absolute: trials run in their own folders, maybe on other nodes."""
+    def absolute(p: str | None) -> str | None:
+        return str(Path(p).expanduser().resolve()) if p else p
+
+    data = dataclasses.replace(cfg.data, root=absolute(cfg.data.root), cache_dir=str(cache_root(cfg.data).resolve()))
+    model = dataclasses.replace(cfg.model, checkpoint=absolute(cfg.model.checkpoint))
+    return dataclasses.replace(cfg, data=data, model=model)
 
 
 def cache_root(cfg: DataConfig) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ColumnsConfig, DataConfig, SplitConfig, cache_root
+from .config import DATASET_NAMES, ColumnsConfig, DataConfig, SplitConfig, cache_root
 from .errors import UserError, did_you_mean
 
 
@@ -268,6 +268,7 @@ DATASETS: dict[str, Callable[[DataConfig, Path], Catalog]] = {
     "spaq": spaq,
     "csv": generic_csv,
 }
+assert tuple(DATASETS) == DATASET_NAMES, "config.DATASET_NAMES lists the adapters of this registry"
 
 
 def dataset_root(cfg: DataConfig) -> Path:
@@ -281,9 +282,6 @@ def dataset_root(cfg: DataConfig) -> Path:
 
 
 def load_catalog(cfg: DataConfig) -> Catalog:
-    if cfg.dataset not in DATASETS:
-        raise UserError(f"data.dataset: unknown dataset {cfg.dataset!r}{did_you_mean(cfg.dataset, DATASETS)}; "
-                        f"known: {', '.join(DATASETS)}")
     root = dataset_root(cfg)
     if not root.is_dir() and cfg.dataset != "demo":
         raise UserError(f"data.root: no such folder: {root}")

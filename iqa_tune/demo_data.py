@@ -32,7 +32,8 @@ PHOTOS = [
 ]
 
 
-def _photo(loader: str, index: int | None) -> Image.Image:
+def photo(loader: str, index: int | None) -> Image.Image:
+    """One scikit-image photo as RGB, centre-cropped to 4:3 and resized to the demo's size."""
     import skimage.data
 
     arr = getattr(skimage.data, loader)()
@@ -112,7 +113,7 @@ def build_demo(out: Path, progress: bool = False) -> Path:
         rows = []
         rng = np.random.default_rng(0)
         for k, (ref, loader, index) in enumerate(PHOTOS):
-            pristine = _photo(loader, index)
+            pristine = photo(loader, index)
             stem = f"{k:02d}_{ref}"
             pristine.save(tmp / "images" / f"{stem}_pristine.png")
             rows.append((f"images/{stem}_pristine.png", 100.0, ref, "pristine", 0))

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbones import resolve_backbone
 from .config import ModelConfig
-from .errors import UserError, did_you_mean
+from .errors import UserError
 
 # LDA pooling grids per stage: the reference's 7x7 average pool on 56/28/14/7 grids at 224 input.
 LDA_GRIDS = (8, 4, 2, 1)
@@ -133,29 +134,6 @@ class HyperIQA(nn.Module):
 
 # ----------------------------------------------------------------------------------------------------------------
 # builder
-
-# Backbones known to work, with the timm kwargs that define them. "micro" entries are tiny configurations that
-# train in seconds on a CPU (tests, the demo); any other timm model name with 4 feature stages is accepted too.
-BACKBONES: dict[str, tuple[str, dict]] = {
-    "swin_tiny_patch4_window7_224": ("swin_tiny_patch4_window7_224", {}),
-    "swin_small_patch4_window7_224": ("swin_small_patch4_window7_224", {}),
-    "swin_base_patch4_window7_224": ("swin_base_patch4_window7_224", {}),
-    "resnet50": ("resnet50", {}),
-    "resnet18": ("resnet18", {}),
-    "swin_micro": ("swin_tiny_patch4_window7_224",
-                   dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), window_size=4, img_size=64)),
-    "resnet_micro": ("resnet18", dict(layers=[1, 1, 1, 1])),
-}
-
-
-def resolve_backbone(name: str) -> tuple[str, dict]:
-    if name in BACKBONES:
-        return BACKBONES[name]
-    if name in timm.list_models():
-        return name, {}
-    raise UserError(f"model.backbone: unknown backbone {name!r}{did_you_mean(name, BACKBONES)}; "
-                    f"known: {', '.join(BACKBONES)} (or any timm model name with 4 feature stages)")
-
 
 def build_backbone(cfg: ModelConfig) -> nn.Module:
     timm_name, kwargs = resolve_backbone(cfg.backbone)

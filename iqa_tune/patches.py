@@ -62,32 +62,35 @@ def fixed_offsets(cache: ImageCache, img: np.ndarray, paths: list[str], patch: i
 
 
 class TrainPatches:
-    """One epoch of training batches: ``per_image`` random crops of each image, kept together in groups of
-    ``group`` patches, groups shuffled, ``batch_size // group`` groups per batch. ``group`` 1 is the reference's
-    fully shuffled patches; ``group`` >= 2 lets the image-level ranking loss average an image within a batch."""
+    """One epoch of training batches: ``train_patches`` random crops of each image, kept together in groups of
+    ``patches_per_image``, groups shuffled, ``batch_size // patches_per_image`` groups per batch. 1 patch per
+    image is the reference's fully shuffled patches; >= 2 lets the image-level ranking loss average an image
+    within a batch. Keyword names follow the config (``data.*`` and ``train.*``)."""
 
-    def __init__(self, cache: ImageCache, indices: np.ndarray, scores: np.ndarray, patch: int, per_image: int,
-                 group: int, batch_size: int, flip: bool):
+    def __init__(self, cache: ImageCache, indices: np.ndarray, scores: np.ndarray, *, patch_size: int,
+                 train_patches: int, patches_per_image: int, batch_size: int, flip: bool):
         self.cache, self.indices, self.scores = cache, indices, scores
-        self.patch, self.per_image, self.group, self.batch_size, self.flip = patch, per_image, group, batch_size, flip
+        self.patch_size, self.train_patches, self.patches_per_image = patch_size, train_patches, patches_per_image
+        self.batch_size, self.flip = batch_size, flip
 
     def __len__(self) -> int:
-        return -(-len(self.indices) * self.per_image // self.batch_size)
+        return -(-len(self.indices) * self.train_patches // self.batch_size)
 
     def plan(self, rng: np.random.Generator) -> list[np.ndarray]:
         """Positions (into ``indices``) of each batch's patches, grouped by image."""
-        groups = np.repeat(np.arange(len(self.indices)), self.per_image // self.group)
+        group = self.patches_per_image
+        groups = np.repeat(np.arange(len(self.indices)), self.train_patches // group)
         groups = groups[rng.permutation(len(groups))]
-        per_batch = self.batch_size // self.group
-        return [np.repeat(groups[s:s + per_batch], self.group) for s in range(0, len(groups), per_batch)]
+        per_batch = self.batch_size // group
+        return [np.repeat(groups[s:s + per_batch], group) for s in range(0, len(groups), per_batch)]
 
     def batches(self, seed: int, epoch: int) -> Iterator[PatchBatch]:
         rng = np.random.default_rng([seed, epoch])  # a function of (seed, epoch): a resumed run repeats it
         for pos in self.plan(rng):
             img = self.indices[pos]
-            ys, xs = random_offsets(self.cache, img, self.patch, rng)
+            ys, xs = random_offsets(self.cache, img, self.patch_size, rng)
             flips = rng.random(len(img)) < 0.5 if self.flip else None
-            pixels = crop(self.cache, img, ys, xs, flips, self.patch)
+            pixels = crop(self.cache, img, ys, xs, flips, self.patch_size)
             yield PatchBatch(torch.from_numpy(pixels), torch.from_numpy(self.scores[img].astype(np.float32)),
                              torch.from_numpy(pos))
 
@@ -95,12 +98,12 @@ class TrainPatches:
 class EvalPatches:
     """The fixed crops of a val/test split, in batches; patch k belongs to image ``image[k]``."""
 
-    def __init__(self, cache: ImageCache, indices: np.ndarray, scores: np.ndarray, paths: list[str], patch: int,
-                 per_image: int, batch_size: int):
-        self.cache, self.scores, self.patch, self.batch_size = cache, scores, patch, batch_size
+    def __init__(self, cache: ImageCache, indices: np.ndarray, scores: np.ndarray, paths: list[str], *,
+                 patch_size: int, test_patches: int, batch_size: int):
+        self.cache, self.scores, self.patch_size, self.batch_size = cache, scores, patch_size, batch_size
         self.indices = indices
-        self.image = np.repeat(np.arange(len(indices)), per_image)
-        self.ys, self.xs = fixed_offsets(cache, indices, paths, patch, per_image)
+        self.image = np.repeat(np.arange(len(indices)), test_patches)
+        self.ys, self.xs = fixed_offsets(cache, indices, paths, patch_size, test_patches)
 
     @property
     def labels(self) -> np.ndarray:
@@ -110,7 +113,7 @@ class EvalPatches:
         for s in range(0, len(self.image), self.batch_size):
             pos = self.image[s:s + self.batch_size]
             img = self.indices[pos]
-            pixels = crop(self.cache, img, self.ys[s:s + len(pos)], self.xs[s:s + len(pos)], None, self.patch)
+            pixels = crop(self.cache, img, self.ys[s:s + len(pos)], self.xs[s:s + len(pos)], None, self.patch_size)
             yield PatchBatch(torch.from_numpy(pixels), torch.from_numpy(self.scores[img].astype(np.float32)),
                              torch.from_numpy(pos))
 

@@ -7,12 +7,14 @@ before torch and timm load (seconds), and the solver receives data that has pass
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from . import records
 from .cache import ImageCache, build_or_open
-from .config import RunConfig, cache_root
-from .datasets import Catalog, check_split, load_catalog, split_catalog
+from .config import RunConfig, cache_root, to_dict
+from .datasets import Catalog, check_split, load_catalog, split_catalog, split_record
 from .errors import UserError
 
 
@@ -23,6 +25,15 @@ class PreparedData:
     catalog: Catalog
     cache: ImageCache
     split: dict[str, np.ndarray]
+
+    def write_run_files(self, out: Path, cfg: RunConfig) -> None:
+        """The resolved config and the split, next to a run's results."""
+        records.write_run_files(out, to_dict(cfg), split_record(self.catalog, self.split))
+
+    def save_test_predictions(self, path: Path, per_image: np.ndarray, epoch: int) -> None:
+        idx = self.split["test"]
+        records.save_predictions(path, [self.catalog.paths[i] for i in idx], self.catalog.scores[idx], per_image,
+                                 epoch)
 
 
 def check_sizes(cache: ImageCache, indices: np.ndarray, patch: int, paths: list[str]) -> None:

@@ -17,6 +17,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
+from . import records
 from .config import RunConfig
 from .errors import UserError
 from .losses import hyperiqa_loss
@@ -59,8 +60,7 @@ class Solver:
 
     def __init__(self, cfg: RunConfig, data: PreparedData, device: torch.device | None = None,
                  select: str = "val_srcc", mode: str = "max"):
-        self.cfg, self.data = cfg, data
-        self.select, self.sign = select, (1.0 if mode == "max" else -1.0)  # the metric that picks the best epoch
+        self.cfg = cfg
         t, d = cfg.train, cfg.data
         if t.threads:
             torch.set_num_threads(t.threads)
@@ -76,10 +76,11 @@ class Solver:
                               {"params": hyper, "lr": t.lr * t.lr_ratio, "name": "hyper"}],
                              weight_decay=t.weight_decay)
         cat, cache, split = data.catalog, data.cache, data.split
-        self.train_patches = TrainPatches(cache, split["train"], cat.scores, d.patch_size, d.train_patches,
-                                          t.patches_per_image, t.batch_size, d.flip)
-        self.eval_sets = {name: EvalPatches(cache, split[name], cat.scores, cat.paths, d.patch_size,
-                                            d.test_patches, t.eval_batch_size)
+        self.train_patches = TrainPatches(cache, split["train"], cat.scores, patch_size=d.patch_size,
+                                          train_patches=d.train_patches, patches_per_image=t.patches_per_image,
+                                          batch_size=t.batch_size, flip=d.flip)
+        self.eval_sets = {name: EvalPatches(cache, split[name], cat.scores, cat.paths, patch_size=d.patch_size,
+                                            test_patches=d.test_patches, batch_size=t.eval_batch_size)
                           for name in ("val", "test") if len(split[name])}
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            lr_lambda(t, len(self.train_patches)))
@@ -88,8 +89,7 @@ class Solver:
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else nullcontext
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
         self.epoch = 0  # epochs completed
-        self.best: dict = {}  # metrics of the best epoch by val SRCC
-        self.since_best = 0
+        self.best = records.BestEpoch(select, mode)  # the epoch that the selection metric picks (never a test metric)
 
     # -- one epoch ---------------------------------------------------------------------------------------------
     def train_epoch(self, on_batch: Callable[[int, int], None] | None = None) -> dict:
@@ -149,8 +149,8 @@ class Solver:
         per_image = image_means(np.concatenate(preds), ev.image, len(ev.indices))
         return {f"{name}_{k}": v for k, v in correlations(per_image, ev.labels).items()}, per_image
 
-    def step(self, on_batch: Callable[[int, int], None] | None = None) -> tuple[dict, np.ndarray | None]:
-        """Train one epoch and evaluate; returns (metrics, per-image test predictions)."""
+    def run_epoch(self, on_batch: Callable[[int, int], None] | None = None) -> tuple[dict, np.ndarray | None]:
+        """Train one epoch and evaluate val and test; returns (metrics, per-image test predictions)."""
         start = time.perf_counter()
         metrics = {"epoch": self.epoch + 1}
         metrics.update(self.train_epoch(on_batch))
@@ -165,45 +165,32 @@ class Solver:
         self.epoch += 1
         metrics["epoch_seconds"] = time.perf_counter() - start
         metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-        metrics.update(self._track_best(metrics))
+        metrics["max_epochs"] = self.cfg.train.epochs
+        metrics.update(self.best.update(metrics))
         p = self.cfg.train.patience
         # set on the epoch that ends the run early by patience, so reports tell it apart from a scheduler's cut
-        metrics["patience_stop"] = float(p > 0 and self.since_best >= p and self.epoch < self.cfg.train.epochs)
+        metrics["patience_stop"] = float(p > 0 and self.best.since >= p and self.epoch < self.cfg.train.epochs)
         return metrics, test_pred
-
-    def _track_best(self, m: dict) -> dict:
-        """Best epoch by the selection metric (val SRCC by default), and the test figures at that epoch: the
-        honest number to report."""
-        score = self.sign * m[self.select]
-        improved = not self.best or score > self.best["score"]
-        if improved:
-            self.best = {"score": score, "val_srcc": m.get("val_srcc", 0.0), "val_plcc": m.get("val_plcc", 0.0), "epoch": m["epoch"],
-                         "test_srcc": m.get("test_srcc", 0.0), "test_plcc": m.get("test_plcc", 0.0)}
-            self.since_best = 0
-        else:
-            self.since_best += 1
-        return {"improved": improved, "best_epoch": self.best["epoch"], "best_val_srcc": self.best["val_srcc"],
-                "best_val_plcc": self.best["val_plcc"], "test_srcc_at_best_val": self.best["test_srcc"],
-                "test_plcc_at_best_val": self.best["test_plcc"]}
 
     @property
     def finished(self) -> bool:
         p = self.cfg.train.patience
-        return self.epoch >= self.cfg.train.epochs or (p > 0 and self.since_best >= p)
+        return self.epoch >= self.cfg.train.epochs or (p > 0 and self.best.since >= p)
 
     def fit(self, on_batch: Callable[[int, int], None] | None = None) -> Iterator[tuple[dict, np.ndarray | None]]:
         while not self.finished:
-            yield self.step(on_batch)
+            yield self.run_epoch(on_batch)
 
     # -- state -------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "epoch": self.epoch, "best": self.best, "since_best": self.since_best}
+                "epoch": self.epoch, "best": self.best.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.best, self.since_best = state["epoch"], state["best"], state["since_best"]
+        self.epoch = state["epoch"]
+        self.best.load_state_dict(state["best"])

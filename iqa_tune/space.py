@@ -6,18 +6,46 @@ primitives become Tune objects in :mod:`iqa_tune.study`, the one place that impo
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import math
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .config import RunConfig, _check, _positive, build_run_config, from_dict, read_yaml, set_path
+from .config import (
+    RunConfig,
+    _check,
+    _positive,
+    build_run_config,
+    check_key_path,
+    check_run_config,
+    from_dict,
+    read_yaml,
+    resolve_paths,
+    with_values,
+)
 from .errors import UserError, did_you_mean
+from .records import SELECTION_METRICS
 
-PRIMITIVES = ("choice", "grid", "uniform", "loguniform", "quniform", "randint")
+
+@dataclass(frozen=True)
+class Primitive:
+    """One search primitive, defined once: how its YAML arguments look, and the ``ray.tune`` function that
+    samples it (called by the driver as ``tune.<sampler>(*args)``, or ``(args)`` for a list of values)."""
+
+    sampler: str
+    arity: int | None  # number of numeric bounds; None = a non-empty list of values
+    draws_floats: bool = False  # uniform, loguniform, quniform: every draw is a float
+
+
+PRIMITIVES: dict[str, Primitive] = {
+    "choice": Primitive("choice", None),
+    "grid": Primitive("grid_search", None),
+    "uniform": Primitive("uniform", 2, True),
+    "loguniform": Primitive("loguniform", 2, True),
+    "quniform": Primitive("quniform", 3, True),
+    "randint": Primitive("randint", 2),  # hi exclusive
+}
 
 
 @dataclass
@@ -26,6 +54,20 @@ class SchedulerConfig:
     max_t: int | None = field(default=None, metadata=_check(_positive))  # epochs; None = train.epochs
     grace_period: int = field(default=1, metadata=_check(_positive))  # epochs before the first cut
     reduction_factor: float = field(default=3.0, metadata=_check(lambda v: None if v > 1 else "must be > 1"))
+
+
+def check_asha(max_t: int, grace_period: int, reduction_factor: float) -> None:
+    """ASHA's arguments, checked by ``validate`` and by the scheduler itself; each message names the key."""
+    if max_t < 1:
+        raise UserError(f"study.scheduler.max_t: must be >= 1 epoch, got {max_t}")
+    if grace_period < 1:
+        raise UserError(f"study.scheduler.grace_period: must be >= 1 epoch, got {grace_period}")
+    if grace_period > max_t:
+        raise UserError(f"study.scheduler.grace_period ({grace_period}) exceeds max_t ({max_t}): no trial could "
+                        "reach a rung; lower grace_period, or raise study.scheduler.max_t (default: train.epochs)")
+    if not reduction_factor > 1:
+        raise UserError(f"study.scheduler.reduction_factor: must be > 1 (3 keeps a third at each rung), "
+                        f"got {reduction_factor}")
 
 
 @dataclass
@@ -57,20 +99,24 @@ class Dimension:
     def describe(self) -> str:
         return f"{self.kind} {self.args}"
 
+    @property
+    def primitive(self) -> Primitive:
+        return PRIMITIVES[self.kind]
+
     def corners(self) -> list:
-        """Representative values to validate: every listed value, or the bounds of a range."""
-        if self.kind in ("choice", "grid"):
+        """Representative values to validate: every listed value, or the bounds of a range as they are drawn
+        (a float primitive draws floats, so an int key is caught here rather than in every trial)."""
+        if self.primitive.arity is None:
             return list(self.args)
         if self.kind == "randint":
             return [self.args[0], self.args[1] - 1]
-        return list(self.args[:2])
+        return [float(a) for a in self.args[:2]]
 
 
 @dataclass
 class Space:
     source: str
-    base: dict  # the fixed settings, as a mapping of the run schema
-    base_config: RunConfig
+    base: RunConfig  # the fixed settings every trial shares
     dims: list[Dimension]
     study: StudyConfig
 
@@ -84,36 +130,17 @@ class Space:
 
     @property
     def max_epochs(self) -> int:
-        return self.study.scheduler.max_t or self.base_config.train.epochs
-
-
-METRICS = ("val_srcc", "val_plcc", "val_krcc", "train_loss", "train_srcc_patch", "train_srcc_image")
-
-
-def _schema_has(path: str) -> bool:
-    cls: Any = RunConfig
-    parts = path.split(".")
-    for key in parts:
-        if not dataclasses.is_dataclass(cls):
-            return False
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        if key not in fields:
-            raise UserError(f"search.{path}: no key {key!r} in the run schema{did_you_mean(key, fields)}")
-        tp = typing.get_type_hints(cls)[key]
-        if typing.get_origin(tp) is dict:  # free-form mapping (backbone_kwargs): any sub-key
-            return True
-        cls = tp
-    return True
+        return self.study.scheduler.max_t or self.base.train.epochs
 
 
 def _parse_leaf(path: str, spec: dict) -> Dimension:
     (kind, args), = spec.items()
     where = f"search.{path}.{kind}"
-    if kind in ("choice", "grid"):
+    n = PRIMITIVES[kind].arity
+    if n is None:
         if not isinstance(args, list) or not args:
             raise UserError(f"{where}: expected a non-empty list of values")
         return Dimension(path, kind, args)
-    n = 3 if kind == "quniform" else 2
     if not isinstance(args, list) or len(args) != n or not all(
             isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
         raise UserError(f"{where}: expected [{'lo, hi, q' if n == 3 else 'lo, hi'}] numbers, got {args!r}")
@@ -138,7 +165,10 @@ def parse_search(tree: Any, prefix: str = "") -> list[Dimension]:
     for key, value in tree.items():
         path = f"{prefix}.{key}" if prefix else str(key)
         if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in PRIMITIVES:
-            _schema_has(path)
+            try:
+                check_key_path(path)
+            except UserError as e:
+                raise UserError(f"search.{e}") from None
             dims.append(_parse_leaf(path, value))
         elif isinstance(value, dict) and any(k in PRIMITIVES for k in value):
             raise UserError(f"search.{path}: one primitive per key, got {list(value)}")
@@ -150,38 +180,26 @@ def parse_search(tree: Any, prefix: str = "") -> list[Dimension]:
     return dims
 
 
-def _validate_values(base: dict, dims: list[Dimension], source: str) -> None:
+def _validate_values(base: RunConfig, dims: list[Dimension], source: str) -> None:
     """Every value a dimension can take must pass the run schema, and so must their combinations."""
     for d in dims:
         for v in d.corners():
-            trial = copy.deepcopy(base)
-            set_path(trial, d.path, v)
             try:
-                build_run_config(trial)
+                check_run_config(with_values(base, {d.path: v}))
             except UserError as e:
-                raise UserError(f"{source}: search.{d.path} value {v!r}: {e}") from None
-    for d in dims:
-        if d.path == "model.backbone":
-            from .model import resolve_backbone
-
-            for v in d.args:
-                try:
-                    resolve_backbone(v)
-                except UserError as e:
-                    raise UserError(f"{source}: search.model.backbone value {v!r}: {e}") from None
+                hint = " (a float primitive on an integer key: use randint)" if d.primitive.draws_floats else ""
+                raise UserError(f"{source}: search.{d.path} value {v!r}: {e}{hint}") from None
     combos = list(itertools.islice(itertools.product(*[d.corners() for d in dims]), 4096))
     for values in combos:
-        trial = copy.deepcopy(base)
-        for d, v in zip(dims, values):
-            set_path(trial, d.path, v)
         try:
-            build_run_config(trial)
+            check_run_config(with_values(base, {d.path: v for d, v in zip(dims, values)}))
         except UserError as e:
             where = ", ".join(f"{d.path}={v!r}" for d, v in zip(dims, values))
             raise UserError(f"{source}: the combination {where} is invalid: {e}") from None
 
 
 def load_space(path: str) -> Space:
+    """Parse and validate a space file once: the typed fixed settings, the dimensions and the study."""
     data = read_yaml(path)
     search = data.pop("search", None) or {}
     study_data = data.pop("study", None) or {}  # read_yaml refuses `study:` left null
@@ -190,30 +208,40 @@ def load_space(path: str) -> Space:
         dims = parse_search(search)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
-    base_config = build_run_config(data, str(path))
+    base = build_run_config(data, str(path))
     seen = set()
     for d in dims:
         if d.path in seen:
             raise UserError(f"{path}: search.{d.path} appears twice")
         seen.add(d.path)
-    _validate_values(data, dims, str(path))
+    _validate_values(base, dims, str(path))
+    space = Space(str(path), base, dims, study)
+    if study.scheduler.type == "asha":
+        s = study.scheduler
+        try:
+            check_asha(space.max_epochs, s.grace_period, s.reduction_factor)
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
     metric = study.metric
-    if metric not in METRICS:
-        raise UserError(f"{path}: study.metric: {metric!r} is not a selection metric{did_you_mean(metric, METRICS)};"
-                        f" choose one of {', '.join(METRICS)} (test metrics are never used to select)")
-    return Space(str(path), data, base_config, dims, study)
+    if metric not in SELECTION_METRICS:
+        raise UserError(f"{path}: study.metric: {metric!r} is not a selection metric"
+                        f"{did_you_mean(metric, SELECTION_METRICS)}; choose one of {', '.join(SELECTION_METRICS)} "
+                        "(test metrics are never used to select)")
+    return space
+
+
+def with_resolved_paths(space: Space) -> Space:
+    """The same space with every path of its fixed settings absolute (see :func:`config.resolve_paths`)."""
+    return dataclasses.replace(space, base=resolve_paths(space.base))
 
 
 def trial_config(space: Space, sampled: dict[str, Any]) -> RunConfig:
-    """The run config of one trial: fixed settings with the sampled values applied."""
-    data = copy.deepcopy(space.base)
-    for key, value in sampled.items():
-        set_path(data, key, value)
-    return build_run_config(data)
+    """The run config of one trial: the fixed settings with the sampled values applied."""
+    return with_values(space.base, sampled)
 
 
 def describe(space: Space) -> str:
-    c, s = space.base_config, space.study
+    c, s = space.base, space.study
     lines = [f"{space.source}: valid",
              f"  fixed: {c.data.dataset} data, {c.model.backbone}, {c.train.epochs} epochs, batch {c.train.batch_size}",
              f"  study: {s.name!r} -> {s.storage}/{s.name}, metric {s.metric} ({s.mode}), "

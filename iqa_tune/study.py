@@ -1,33 +1,27 @@
-"""``iqa-tune run space.yaml``: the study on Ray Tune. The one module of ``iqa_tune`` that imports Ray.
+"""``iqa-tune run space.yaml``: the study on Ray Tune, driver side.
 
-Ray's API has moved several times (``_train``, ``session.report``, now ``tune.report``); keeping every driver-side
-Ray call here makes the next move one file. Uses Ray Tune's current API (``ray.tune.Tuner``, ``tune.RunConfig``):
-``ray.train.RunConfig`` crashes a Tuner in current Ray.
+With ``iqa_tune.scheduler`` (ASHA), the one module of ``iqa_tune`` that imports Ray; the trial side is
+``trainables/hyperiqa.py``. Ray's API has moved several times (``_train``, ``session.report``, now
+``tune.report``); keeping every driver-side Ray call here makes the next move one file. Uses Ray Tune's current
+API (``ray.tune.Tuner``, ``tune.RunConfig``): ``ray.train.RunConfig`` crashes a Tuner in current Ray.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import pickle
 import shutil
-import time
 import warnings
 from pathlib import Path
 
-import yaml
 from rich.console import Console
-from rich.live import Live
 from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
-from reports.load import how_it_ended
-
-from .config import cache_root
+from . import records
 from .errors import UserError, naming
+from .live import LiveTable, TrialRow
 from .prepare import prepare_data
-from .space import Space, load_space, trial_config
+from .space import Space, load_space, trial_config, with_resolved_paths
 
 # Tune warns about frequent experiment snapshots when trials report fast; our snapshots are small local files
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "3600")
@@ -35,105 +29,38 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
-from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler  # noqa: E402
 from ray.tune.search.basic_variant import BasicVariantGenerator  # noqa: E402
 
-ASHA_STATE = "asha_state.pkl"
+from .scheduler import make_scheduler  # noqa: E402
+
 LOG_FILE = "tune.log"
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# scheduler
-
-
-class PersistentASHA(AsyncHyperBandScheduler):
-    """ASHA whose rung records survive a driver restart.
-
-    ``Tuner.restore`` brings the scheduler back as it was created, empty, so a resumed study would cut trials
-    against rungs that forgot every earlier result. This one writes its state after every decision and reloads
-    it before the first decision of a resumed run.
-    """
-
-    def __init__(self, state_file: str, **kwargs):
-        super().__init__(**kwargs)
-        self._state_file = state_file
-        self._loaded = False
-
-    def _load_once(self) -> None:
-        if not self._loaded:
-            self._loaded = True
-            if os.path.exists(self._state_file):
-                self.restore(self._state_file)
-
-    def _persist(self) -> None:
-        tmp = self._state_file + ".tmp"
-        with open(tmp, "wb") as f:
-            pickle.dump(self.__dict__, f)
-        os.replace(tmp, self._state_file)
-
-    def __getstate__(self) -> dict:
-        # Tune pickles the scheduler into tuner.pkl; a restored Tuner sets metric and mode again, which ASHA
-        # refuses once they are set, so the pickled copy is the unconfigured one (its rungs live in the state file)
-        return {**self.__dict__, "_metric": None, "_mode": None}
-
-    def set_search_properties(self, metric, mode, **spec) -> bool:
-        accepted = super().set_search_properties(metric, mode, **spec)
-        self._load_once()  # the saved rungs, recorded under the same metric and mode
-        return accepted
-
-    def on_trial_add(self, tune_controller, trial) -> None:
-        self._load_once()
-        if trial.trial_id not in self._trial_info:  # a restored trial keeps its bracket
-            super().on_trial_add(tune_controller, trial)
-
-    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        self._load_once()
-        decision = super().on_trial_result(tune_controller, trial, result)
-        self._persist()
-        return decision
-
-    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
-        super().on_trial_complete(tune_controller, trial, result)
-        self._persist()
-
-    def on_trial_remove(self, tune_controller, trial) -> None:
-        super().on_trial_remove(tune_controller, trial)
-        self._persist()
-
-
-def make_scheduler(space: Space, exp_dir: Path):
-    s = space.study.scheduler
-    if s.type == "none":
-        return FIFOScheduler()
-    return PersistentASHA(str(exp_dir / ASHA_STATE), time_attr="epoch", max_t=space.max_epochs,
-                          grace_period=s.grace_period, reduction_factor=s.reduction_factor)
-
-
 def param_space(space: Space) -> dict:
-    make = {"choice": tune.choice, "grid": tune.grid_search, "uniform": lambda a: tune.uniform(*a),
-            "loguniform": lambda a: tune.loguniform(*a), "quniform": lambda a: tune.quniform(*a),
-            "randint": lambda a: tune.randint(*a)}
-    return {d.path: make[d.kind](d.args) for d in space.dims}
+    """Each dimension as the Tune sampler its primitive names (see ``space.PRIMITIVES``)."""
+    out = {}
+    for d in space.dims:
+        sampler = getattr(tune, d.primitive.sampler)
+        out[d.path] = sampler(d.args) if d.primitive.arity is None else sampler(*d.args)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # progress
 
 
-class ProgressTable(tune.Callback):
-    """One compact live table instead of Tune's per-result boxes."""
+class StudyProgress(tune.Callback):
+    """Feeds the live table and keeps ``trial_status.json``, the study's own record of how each trial stands."""
 
-    def __init__(self, space: Space):
-        self.space = space
-        self.live: Live | None = None
+    def __init__(self, space: Space, exp_dir: Path):
+        self.space, self.exp_dir = space, exp_dir
+        self.table: LiveTable | None = None
         self.trials: list = []
-        self.last_draw = 0.0
-
         self.statuses: dict[str, str] = {}  # at the end of the last step, before Tune's cleanup stops everything
 
     def __getstate__(self) -> dict:
         # Tune pickles callbacks with the experiment; a live display is rebuilt after a restore
-        return {"space": self.space, "live": None, "trials": [], "last_draw": 0.0, "statuses": {}}
+        return {"space": self.space, "exp_dir": self.exp_dir, "table": None, "trials": [], "statuses": {}}
 
     def on_step_end(self, iteration, trials, **info):
         self.statuses = {t.trial_id: t.status for t in trials}
@@ -143,52 +70,42 @@ class ProgressTable(tune.Callback):
         """Trials not finished when the loop ended: non-empty after Ctrl-C, empty after a complete study."""
         return [t for t, s in self.statuses.items() if s not in ("TERMINATED", "ERROR")]
 
-    def _table(self) -> Table:
-        m = self.space.study.metric
-        table = Table(title=Text(f"study {self.space.study.name}: {len(self.trials)} trials"), title_justify="left")
-        for col in ["trial", "status", "epoch", m, f"best {m}", "test SRCC @best", *[d.path for d in self.space.dims]]:
-            table.add_column(col, justify="right" if col not in ("trial", "status") else "left", no_wrap=True)
-        for t in self.trials[-40:]:
-            r = t.last_result or {}
-            status = how_it_ended(self.statuses.get(t.trial_id, t.status), r or None, t.status == "ERROR")
-            table.add_row(t.trial_id, status, str(r.get("epoch", "")), _fmt(r.get(m)), _fmt(r.get(f"best_{m}")),
-                          _fmt(r.get("test_srcc_at_best_val")), *[Text(_fmt(t.config.get(d.path))) for d in self.space.dims])
-        return table
+    def _rows(self) -> list[TrialRow]:
+        dims = [d.path for d in self.space.dims]
+        return [TrialRow(t.trial_id, records.how_it_ended(self.statuses.get(t.trial_id, t.status),
+                                                          t.last_result or None, t.status == "ERROR"),
+                         t.last_result or {}, {d: t.config.get(d) for d in dims}) for t in self.trials]
 
     def _draw(self, trials, force: bool = False) -> None:
         self.trials = list(trials)
-        if self.live is None:
-            self.live = Live(console=Console(), refresh_per_second=2)
-            self.live.start()
-        now = time.monotonic()
-        if force or now - self.last_draw > 0.5:
-            self.live.update(self._table(), refresh=True)
-            self.last_draw = now
+        if self.table is None:
+            s = self.space.study
+            self.table = LiveTable(s.metric, [d.path for d in self.space.dims], s.name)
+        self.table.update(self._rows(), force)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._draw(trials)
+        records.write_trial_status(self.exp_dir, {t.trial_id: t.status for t in trials})
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._draw(trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._draw(trials, force=True)
+        records.write_trial_status(self.exp_dir, {t.trial_id: t.status for t in trials})
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._draw(trials, force=True)
+        records.write_trial_status(self.exp_dir, {t.trial_id: t.status for t in trials})
 
     def stop(self) -> None:
-        if self.live is not None:
-            self.live.update(self._table(), refresh=True)
-            self.live.stop()
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 100 else f"{v:.4g}"
-    return str(v)
+        """After the loop: the last statuses on record (unfinished trials as interrupted), the table's last draw."""
+        if self.statuses:
+            records.write_trial_status(self.exp_dir, {t: (s if s in ("TERMINATED", "ERROR") else "INTERRUPTED")
+                                                      for t, s in self.statuses.items()})
+        if self.table is not None:
+            self.table.update(self._rows(), force=True)
+            self.table.stop()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -241,21 +158,9 @@ def _log_to_file(exp_dir: Path) -> None:
     warnings.simplefilter("default")
 
 
-def absolute_paths(space: Space) -> None:
-    """Trials run in their own folders, maybe on other nodes: make every path of the fixed settings absolute."""
-    data = space.base.setdefault("data", {})
-    for key in ("root",):
-        if data.get(key):
-            data[key] = str(Path(data[key]).expanduser().resolve())
-    data["cache_dir"] = str(cache_root(space.base_config.data).resolve())
-    model = space.base.get("model", {})
-    if model.get("checkpoint"):
-        model["checkpoint"] = str(Path(model["checkpoint"]).expanduser().resolve())
-
-
 def prebuild_caches(space: Space, console: Console) -> None:
     """Decode the dataset once, here, before any trial starts (with a progress bar), not once per trial."""
-    data_dims = [d for d in space.dims if d.path.startswith("data.") and d.kind in ("choice", "grid")]
+    data_dims = [d for d in space.dims if d.path.startswith("data.") and d.primitive.arity is None]
     variants = [{}] + [{d.path: v} for d in data_dims for v in d.args]
     for sampled in variants:
         prepare_data(trial_config(space, sampled), progress=True)
@@ -269,6 +174,8 @@ def build_tuner(space: Space, exp_dir: Path, resume: bool, callbacks: list):
     from trainables.hyperiqa import hyperiqa_trainable
 
     s = space.study
+    scheduler = make_scheduler(s.scheduler.type, exp_dir, space.max_epochs, s.scheduler.grace_period,
+                               s.scheduler.reduction_factor)
     trainable = tune.with_resources(tune.with_parameters(hyperiqa_trainable, space=space),
                                     {"cpu": s.resources.cpu, "gpu": s.resources.gpu})
     if resume:
@@ -280,7 +187,7 @@ def build_tuner(space: Space, exp_dir: Path, resume: bool, callbacks: list):
         failure_config=tune.FailureConfig(max_failures=s.max_failures),
     )
     tune_config = tune.TuneConfig(
-        metric=s.metric, mode=s.mode, num_samples=s.num_samples, scheduler=make_scheduler(space, exp_dir),
+        metric=s.metric, mode=s.mode, num_samples=s.num_samples, scheduler=scheduler,
         # the limit goes to the generator: Tune ignores TuneConfig.max_concurrent_trials when search_alg is given
         search_alg=BasicVariantGenerator(random_state=s.search_seed, max_concurrent=s.max_concurrent or 0),
         trial_dirname_creator=lambda t: t.trial_id,
@@ -291,7 +198,8 @@ def build_tuner(space: Space, exp_dir: Path, resume: bool, callbacks: list):
 
 def run_study(space_file: str, address: str | None = None, name: str | None = None, storage: str | None = None,
               resume: bool = False, dashboard: bool = True, dashboard_host: str = "127.0.0.1",
-              dashboard_port: int = 8265) -> int:
+              dashboard_port: int = 8265) -> tuple[int, Path]:
+    """Run (or resume) a study; returns (exit code, experiment folder). 130: interrupted, resumable."""
     console = Console()
     space = load_space(space_file)
     if name:
@@ -304,13 +212,13 @@ def run_study(space_file: str, address: str | None = None, name: str | None = No
         raise UserError(f"--resume: no interrupted study at {exp_dir}")
     if not resume and exp_dir.exists():
         raise UserError(f"{exp_dir} already exists: continue it with --resume, or choose another --name")
-    absolute_paths(space)
+    space = with_resolved_paths(space)
     with naming(space_file):  # a data problem found here names the space file as well as the data file
         prebuild_caches(space, console)
     _log_to_file(exp_dir)
-    (exp_dir / "study.yaml").write_text(yaml.safe_dump(
-        {"source": str(space_file), "metric": space.study.metric, "mode": space.study.mode,
-         "max_epochs": space.max_epochs, "trials": space.num_trials}))
+    records.write_study_settings(exp_dir, {"source": str(space_file), "metric": space.study.metric,
+                                           "mode": space.study.mode, "max_epochs": space.max_epochs,
+                                           "trials": space.num_trials})
     connect(address, dashboard, dashboard_host, dashboard_port, console)
     try:
         try:
@@ -321,7 +229,7 @@ def run_study(space_file: str, address: str | None = None, name: str | None = No
             raise
         console.print(f"study [bold]{escape(space.study.name)}[/]: {space.num_trials} trials, "
                       f"results in {escape(str(exp_dir))}")
-        progress = ProgressTable(space)
+        progress = StudyProgress(space, exp_dir)
         tuner = build_tuner(space, exp_dir, resume, [progress])
         try:
             tuner.fit()
@@ -334,12 +242,9 @@ def run_study(space_file: str, address: str | None = None, name: str | None = No
     if unfinished:
         console.print(f"[bold yellow]interrupted[/] with {len(unfinished)} trials unfinished; continue with:\n  "
                       f"{escape(resume_cmd)}")
-        return 130
+        return 130, exp_dir
     errored = [t for t in trials if t.status == "ERROR"]
     if errored:
-        console.print(f"[yellow]{len(errored)} trial(s) errored[/]: see the report, or {escape(str(exp_dir))}/<trial>/error.txt")
-    from reports.build import build_report
-
-    build_report(exp_dir)
-    return 0
-
+        console.print(f"[yellow]{len(errored)} trial(s) errored[/]: see the report, or "
+                      f"{escape(str(exp_dir))}/<trial>/error.txt")
+    return 0, exp_dir

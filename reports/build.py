@@ -15,8 +15,8 @@ from rich.table import Table
 from rich.text import Text
 
 from iqa_tune.errors import UserError
+from iqa_tune.records import HP_PREFIX, load_experiment, load_predictions, study_settings
 
-from .load import HP_PREFIX, load_experiment, load_predictions, study_settings
 from .ranking import add_uncertainty, group_split_seeds, marginals, rank_trials
 
 SHOWN = ["rank", "trial", "ended", "best_epoch", "val_srcc", "val_plcc", "test_srcc", "test_srcc_ci_lo",
@@ -24,7 +24,8 @@ SHOWN = ["rank", "trial", "ended", "best_epoch", "val_srcc", "val_plcc", "test_s
          "train_patch_minus_test_srcc (last)", "test_srcc_drop (best->last)"]
 
 
-def _fmt(v) -> str:
+def format_cell(v) -> str:
+    """A report cell: 4 decimals, scientific for tiny values, empty for a missing one."""
     if isinstance(v, (float, np.floating)):
         if np.isnan(v):
             return ""
@@ -40,7 +41,7 @@ def _columns(df: pd.DataFrame, metric: str) -> list[str]:
 def to_markdown(df: pd.DataFrame, cols: list[str]) -> str:
     head = "| " + " | ".join(c.removeprefix(HP_PREFIX) for c in cols) + " |"
     sep = "|" + "|".join("---" for _ in cols) + "|"
-    body = ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for _, r in df.iterrows()]
+    body = ["| " + " | ".join(format_cell(r[c]) for c in cols) + " |" for _, r in df.iterrows()]
     return "\n".join([head, sep, *body])
 
 
@@ -66,7 +67,7 @@ def to_rich(df: pd.DataFrame, cols: list[str] | None, title: str) -> Table:
     for c in cols:
         table.add_column(short.get(c, c.removeprefix(HP_PREFIX)), justify="left" if c in ("trial", "ended") else "right")
     for _, r in df.iterrows():
-        table.add_row(*[Text(_fmt(r[c])) for c in cols])
+        table.add_row(*[Text(format_cell(r[c])) for c in cols])
     return table
 
 
@@ -156,7 +157,7 @@ def to_html(sections: list[tuple[str, str]], pictures: list[Path], title: str) -
     return "\n".join(parts)
 
 
-def compute(exp_dir: Path, metric: str | None = None) -> dict:
+def compute_tables(exp_dir: Path, metric: str | None = None) -> dict:
     """Everything the report shows, as tables (no output)."""
     settings = study_settings(exp_dir)
     metric = metric or settings.get("metric", "val_srcc")
@@ -181,7 +182,7 @@ def build_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
         raise UserError(f"{exp_dir}: no such experiment folder")
     # a log file or CI gets a table wide enough to read; a terminal keeps its own width
     console = console or Console(width=None if sys.stdout.isatty() else 150)
-    r = compute(exp_dir, metric)
+    r = compute_tables(exp_dir, metric)
     out = Path(out) if out else exp_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     metric, ranking = r["metric"], r["ranking"]

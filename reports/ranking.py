@@ -12,15 +12,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .load import HP_PREFIX
+from iqa_tune.records import HP_PREFIX, best_index
 
 
 def best_rows(epochs: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
-    """The row of each trial's best epoch by ``metric`` (first such epoch on ties)."""
-    df = epochs.dropna(subset=[metric])
-    key = df[metric] if mode == "max" else -df[metric]
-    idx = key.groupby(df["trial"]).idxmax()
-    return df.loc[idx.values]
+    """The row of each trial's best epoch by ``metric``, by the rule the solver uses (``records.best_index``:
+    first on ties, an undefined value last)."""
+    picked = [g.index[best_index(g[metric].tolist(), mode)] for _, g in epochs.sort_values("epoch").groupby("trial")]
+    return epochs.loc[picked]
 
 
 def rank_trials(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str = "val_srcc",
@@ -40,7 +39,8 @@ def rank_trials(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str = "val_s
                 "test_srcc": b.get("test_srcc", np.nan), "test_plcc": b.get("test_plcc", np.nan),
                 "max_test_srcc (selected on test)": hist["test_srcc"].max() if "test_srcc" in hist else np.nan,
                 "train_patch_minus_test_srcc (last)": last.get("train_srcc_patch", np.nan) - last.get("test_srcc", np.nan),
-                "test_srcc_drop (best->last)": (hist["test_srcc"].max() - last["test_srcc"]) if "test_srcc" in hist else np.nan,
+                # from the test SRCC at the best epoch (chosen on the study metric), never from a test-selected one
+                "test_srcc_drop (best->last)": b.get("test_srcc", np.nan) - last.get("test_srcc", np.nan),
             })
         row.update({c: t[c] for c in hp_cols})
         rows.append(row)

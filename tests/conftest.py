@@ -20,3 +20,20 @@ def cli(*args, cwd=None, timeout=600):
     """Run the iqa-tune command as a user does."""
     return subprocess.run([sys.executable, "-m", "iqa_tune.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd or ROOT, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def koniq_like_csv(folder: Path, n: int, size=(1024, 768)) -> Path:
+    """A ``csv`` dataset of ``n`` JPEGs (scikit-image photos resized to ``size``): labels.csv with path, score,
+    ref, one content per image."""
+    from PIL import Image
+
+    from iqa_tune.demo_data import PHOTOS, photo
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows = ["path,score,ref"]
+    for i in range(n):
+        _, loader, index = PHOTOS[i % len(PHOTOS)]
+        photo(loader, index).resize(size, Image.BICUBIC).save(folder / f"images/{i:04d}.jpg", quality=90)
+        rows.append(f"images/{i:04d}.jpg,{100 * i / max(n - 1, 1):.3f},{i}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder

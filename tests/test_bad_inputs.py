@@ -261,7 +261,7 @@ def name_with_slash(tmp):
     return config(tmp, name="../elsewhere")
 
 
-@case("data.dataset: unknown dataset 'kadid'", "did you mean 'kadid10k'")
+@case("data.dataset: must be one of", "got 'kadid' (did you mean 'kadid10k'?)", "did you mean 'kadid10k'")
 def unknown_dataset(tmp):
     return config(tmp, root=tmp, data={"dataset": "kadid"})
 

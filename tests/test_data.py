@@ -113,10 +113,11 @@ def test_cache_is_reused_and_crops_are_fixed(tmp_path):
     assert second.image(2).shape == (30, 40, 3)
     assert np.array_equal(second.image(2), np.asarray(Image.open(root / cat.paths[2]).resize((40, 30), Image.BILINEAR)))
     idx = np.arange(6)
-    a = EvalPatches(second, idx, cat.scores, cat.paths, 16, 5, 8)
-    b = EvalPatches(second, idx, cat.scores, cat.paths, 16, 5, 8)
+    a = EvalPatches(second, idx, cat.scores, cat.paths, patch_size=16, test_patches=5, batch_size=8)
+    b = EvalPatches(second, idx, cat.scores, cat.paths, patch_size=16, test_patches=5, batch_size=8)
     assert np.array_equal(a.ys, b.ys) and np.array_equal(a.xs, b.xs)
-    batches = list(TrainPatches(second, idx, cat.scores, 16, 4, 2, 8, True).batches(seed=0, epoch=0))
+    batches = list(TrainPatches(second, idx, cat.scores, patch_size=16, train_patches=4, patches_per_image=2,
+                                batch_size=8, flip=True).batches(seed=0, epoch=0))
     assert sum(len(x.labels) for x in batches) == 24
     for batch in batches:  # patches of one image travel in pairs, with their image's label
         assert (batch.image[::2] == batch.image[1::2]).all()

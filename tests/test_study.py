@@ -25,7 +25,7 @@ TINY = {
 }
 EPOCH_KEYS = {"epoch", "train_loss", "train_l1", "train_rank", "train_srcc_patch", "train_srcc_image", "val_srcc",
               "val_plcc", "val_krcc", "test_srcc", "test_plcc", "test_krcc", "lr_backbone", "lr_hyper",
-              "epoch_seconds", "patches_per_s", "best_val_srcc", "test_srcc_at_best_val", "test_plcc_at_best_val"}
+              "epoch_seconds", "patches_per_s", "best_val_srcc", "test_srcc_at_best", "test_plcc_at_best"}
 
 
 def write_space(tmp_path, search, study, name="space.yaml", **over):

@@ -26,7 +26,7 @@ def test_demo_training_learns_and_writes_its_files(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     best = max(rows, key=lambda r: r["val_srcc"])
     assert best["val_srcc"] > MIN_VAL_SRCC
-    assert rows[-1]["test_srcc_at_best_val"] == best["test_srcc"] > MIN_TEST_SRCC
+    assert rows[-1]["test_srcc_at_best"] == best["test_srcc"] > MIN_TEST_SRCC
     split = json.loads((out / "split.json").read_text())
     content = {k: {p.split("/")[-1].split("_")[1] for p in split[k]} for k in ("train", "val", "test")}
     assert not content["train"] & content["test"] and not content["val"] & content["test"]
@@ -38,7 +38,7 @@ def test_demo_training_learns_and_writes_its_files(tmp_path):
 
 
 def test_a_run_never_overwrites_an_earlier_one(tmp_path):
-    from iqa_tune.train import unique_dir
+    from iqa_tune.records import unique_dir
 
     first = unique_dir(tmp_path / "run")
     (first / "metrics.jsonl").write_text("kept")

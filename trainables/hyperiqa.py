@@ -1,8 +1,9 @@
 """The Tune function trainable: one trial = one ``iqa-tune train`` configuration, one ``tune.report`` per epoch.
 
-A checkpoint is reported only when the study metric improves (one kept per trial), holding the solver state and
-the per-image test predictions of that epoch. A resumed trial restarts from it; batches depend only on
-(seed, epoch), so the epochs it repeats see the same data as the first time.
+The trial side of the Ray edge (the driver side is ``iqa_tune.study``). A checkpoint is reported only when the
+study metric improves (one kept per trial), holding the solver state and the per-image test predictions of that
+epoch. A resumed trial restarts from it; batches depend only on (seed, epoch), so the epochs it repeats see the
+same data as the first time.
 """
 
 from __future__ import annotations
@@ -15,13 +16,10 @@ import ray
 import torch
 from ray import tune
 
+from iqa_tune import records
 from iqa_tune.prepare import prepare_data
 from iqa_tune.solver import Solver
 from iqa_tune.space import Space, trial_config
-from iqa_tune.train import save_predictions, write_run_files
-
-STATE_FILE = "state.pt"
-PREDICTIONS_FILE = "test_predictions.npz"
 
 
 def _restore(solver: Solver) -> None:
@@ -29,10 +27,12 @@ def _restore(solver: Solver) -> None:
     if checkpoint is None:
         return
     with checkpoint.as_directory() as folder:
-        solver.load_state_dict(torch.load(Path(folder) / STATE_FILE, map_location=solver.device, weights_only=False))
+        state = torch.load(Path(folder) / records.STATE_FILE, map_location=solver.device, weights_only=False)
+        solver.load_state_dict(state)
 
 
-def _numeric(metrics: dict) -> dict:
+def as_tune_metrics(metrics: dict) -> dict:
+    """Booleans as floats: Tune's result files and schedulers compare numbers."""
     return {k: (float(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in metrics.items()}
 
 
@@ -40,18 +40,18 @@ def hyperiqa_trainable(config: dict, space: Space) -> None:
     cfg = trial_config(space, config)
     data = prepare_data(cfg, progress=False)  # opens the cache the driver built (or builds it on a new node)
     trial_dir = Path(tune.get_context().get_trial_dir())
-    if trial_dir.is_dir() and not (trial_dir / "config.yaml").exists():
-        write_run_files(trial_dir, cfg, data)
+    if trial_dir.is_dir() and not (trial_dir / records.CONFIG_FILE).exists():
+        data.write_run_files(trial_dir, cfg)
     solver = Solver(cfg, data, select=space.study.metric, mode=space.study.mode)
     _restore(solver)
     node = ray.get_runtime_context().get_node_id()
     for metrics, test_pred in solver.fit():
-        metrics = _numeric({**metrics, "node_id": node, "max_epochs": cfg.train.epochs})
-        if metrics["improved"]:
-            with tempfile.TemporaryDirectory() as folder:
-                torch.save(solver.state_dict(), Path(folder) / STATE_FILE)
-                if test_pred is not None:
-                    save_predictions(Path(folder) / PREDICTIONS_FILE, data, test_pred, metrics["epoch"])
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-        else:
+        metrics = as_tune_metrics({**metrics, "node_id": node})
+        if not metrics["improved"]:
             tune.report(metrics)
+            continue
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(solver.state_dict(), Path(folder) / records.STATE_FILE)
+            if test_pred is not None:
+                data.save_test_predictions(Path(folder) / records.PREDICTIONS_FILE, test_pred, metrics["epoch"])
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

@@ -1,0 +1,33 @@
+"""The backbone registry: names a config may give for ``model.backbone``, and the timm model each one builds.
+
+Below the config layer, so a config is checked against it before anything is built; the model builder reads it
+too. "micro" entries are tiny configurations that train in seconds on a CPU (tests, the demo); any other timm
+model name with 4 feature stages is accepted as well.
+"""
+
+from __future__ import annotations
+
+from .errors import UserError, did_you_mean
+
+BACKBONES: dict[str, tuple[str, dict]] = {
+    "swin_tiny_patch4_window7_224": ("swin_tiny_patch4_window7_224", {}),
+    "swin_small_patch4_window7_224": ("swin_small_patch4_window7_224", {}),
+    "swin_base_patch4_window7_224": ("swin_base_patch4_window7_224", {}),
+    "resnet50": ("resnet50", {}),
+    "resnet18": ("resnet18", {}),
+    "swin_micro": ("swin_tiny_patch4_window7_224",
+                   dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), window_size=4, img_size=64)),
+    "resnet_micro": ("resnet18", dict(layers=[1, 1, 1, 1])),
+}
+
+
+def resolve_backbone(name: str) -> tuple[str, dict]:
+    """(timm model name, timm kwargs) of a registered name or of any timm model name."""
+    if name in BACKBONES:
+        return BACKBONES[name]
+    import timm  # only for names outside the registry: importing timm costs seconds
+
+    if name in timm.list_models():
+        return name, {}
+    raise UserError(f"model.backbone: unknown backbone {name!r}{did_you_mean(name, BACKBONES)}; "
+                    f"known: {', '.join(BACKBONES)} (or any timm model name with 4 feature stages)")

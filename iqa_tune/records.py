@@ -1,0 +1,234 @@
+"""What a run writes and what a report reads: run folders, run files, metric names, the best-epoch rule, how a
+trial ended, and reading an experiment folder back into tables.
+
+The one place that knows the file layout. Data flows one way through it: the solver's per-epoch metrics are
+written here (by ``iqa-tune train``, or by Tune from the trainable's reports), and ``reports/`` reads them back
+through :func:`load_experiment`. Nothing here imports Ray; Tune's private experiment-state files are never read:
+trial status comes from the driver's own ``trial_status.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .errors import UserError
+
+# files of one run (``iqa-tune train``) or one trial folder
+CONFIG_FILE = "config.yaml"  # the resolved run config
+SPLIT_FILE = "split.json"  # the images of each split, by path
+METRICS_FILE = "metrics.jsonl"  # iqa-tune train: one line per epoch, appended as it goes
+RESULT_FILE = "result.json"  # Tune's per-trial JSON lines (one per tune.report)
+PARAMS_FILE = "params.json"  # Tune: the trial's searched values
+ERROR_FILE = "error.txt"  # Tune: why a trial errored
+PREDICTIONS_FILE = "test_predictions.npz"  # per-image test predictions at the best epoch
+STATE_FILE = "best.pt"  # solver state at the best epoch
+# files of a study folder
+STUDY_FILE = "study.yaml"  # what the driver recorded: source, metric, mode, max epochs, trials
+TRIAL_STATUS_FILE = "trial_status.json"  # the driver's last view of each trial's status
+HP_PREFIX = "hp."  # searched values in the tables: hp.loss.alpha
+
+# metrics a study may select on (never a test metric) and whether larger is better
+SELECTION_METRICS = {"val_srcc": "max", "val_plcc": "max", "val_krcc": "max", "train_loss": "min",
+                     "train_srcc_patch": "max", "train_srcc_image": "max"}
+AT_BEST = ("test_srcc", "test_plcc")  # read at the best epoch: the honest figures to report
+
+
+def best_key(metric: str) -> str:
+    """Column of the best value so far of the selection metric: ``best_val_srcc``, ``best_val_krcc``..."""
+    return f"best_{metric}"
+
+
+def at_best_key(name: str) -> str:
+    """Column of a test figure read at the best epoch: ``test_srcc_at_best``."""
+    return f"{name}_at_best"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the best-epoch rule: decided here, read by the solver, the reports and the bench
+
+
+def _score(value: Any, mode: str) -> float:
+    """Larger is better; an undefined value (NaN, None) is the worst of all."""
+    if value is None or not math.isfinite(float(value)):
+        return -math.inf
+    return float(value) if mode == "max" else -float(value)
+
+
+def better(value: Any, than: Any, mode: str) -> bool:
+    """Strictly better by ``mode``; NaN is never better, and anything defined beats NaN."""
+    return _score(value, mode) > _score(than, mode)
+
+
+def best_index(values: list, mode: str) -> int:
+    """Position of the best value (the first on ties; NaN counts as worst)."""
+    best = 0
+    for i, v in enumerate(values):
+        if i and better(v, values[best], mode):
+            best = i
+    return best
+
+
+@dataclass
+class BestEpoch:
+    """Tracks the best epoch by the selection metric and the test figures at that epoch."""
+
+    metric: str = "val_srcc"
+    mode: str = "max"
+    row: dict = field(default_factory=dict)  # the metrics of the best epoch so far
+    since: int = 0  # epochs since it
+
+    def update(self, metrics: dict) -> dict:
+        """Fold one epoch in; returns the fields every reported row carries."""
+        improved = not self.row or better(metrics.get(self.metric), self.row.get(self.metric), self.mode)
+        if improved:
+            self.row, self.since = dict(metrics), 0
+        else:
+            self.since += 1
+        return {"improved": improved, "best_epoch": self.row["epoch"],
+                best_key(self.metric): self.row.get(self.metric, math.nan),
+                **{at_best_key(k): self.row.get(k, math.nan) for k in AT_BEST}}
+
+    def state_dict(self) -> dict:
+        return {"row": self.row, "since": self.since}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.row, self.since = state["row"], state["since"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# writing
+
+
+def unique_dir(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``... : never overwrite an earlier run."""
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    try:
+        path.mkdir(parents=True)
+    except (OSError, ValueError) as e:
+        raise UserError(f"out_dir, name: cannot create the run folder {path}: {e}") from None
+    return path
+
+
+def write_run_files(out: Path, config: dict, split: dict) -> None:
+    """The resolved config and the split (image paths per split), next to a run's results."""
+    (out / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+    (out / SPLIT_FILE).write_text(json.dumps(split))
+
+
+def save_predictions(path: Path, paths: list[str], labels: np.ndarray, pred: np.ndarray, epoch: int) -> None:
+    np.savez(path, path=np.array(paths), label=labels, pred=pred, epoch=epoch)
+
+
+def load_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(image paths, labels, predictions) of a trial's best epoch, or None."""
+    if not path or not Path(path).is_file():
+        return None
+    with np.load(path) as z:
+        return z["path"], z["label"], z["pred"]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_study_settings(exp_dir: Path, settings: dict) -> None:
+    _write_atomic(exp_dir / STUDY_FILE, yaml.safe_dump(settings, sort_keys=False))
+
+
+def study_settings(exp_dir: Path) -> dict:
+    """What ``iqa-tune run`` recorded (source, metric, mode, max epochs, trials), or {}."""
+    path = exp_dir / STUDY_FILE
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def write_trial_status(exp_dir: Path, statuses: dict[str, str]) -> None:
+    _write_atomic(exp_dir / TRIAL_STATUS_FILE, json.dumps(statuses, sort_keys=True))
+
+
+def read_trial_status(exp_dir: Path) -> dict[str, str]:
+    path = exp_dir / TRIAL_STATUS_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reading back
+
+
+def how_it_ended(status: str, last: dict | None, errored: bool = False) -> str:
+    """One trial's ending from its status and its last reported row; the live table and the report share it."""
+    if errored or status == "ERROR":
+        return "errored"
+    if status in ("RUNNING", "PENDING", "PAUSED"):
+        return status.lower()
+    if last is None:
+        return "no results"
+    if last.get("patience_stop"):
+        return "early stop (patience)"
+    if last.get("max_epochs") and last["epoch"] < last["max_epochs"]:
+        return "stopped by ASHA"  # a trial that returns on its own reaches max_epochs or sets patience_stop
+    return "completed"
+
+
+def read_results(trial_dir: Path, name: str = RESULT_FILE) -> list[dict]:
+    """A run's rows in epoch order, one per epoch (the later wins where a resume repeated one)."""
+    rows = {}
+    path = trial_dir / name
+    if not path.is_file():
+        return []
+    for line in path.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a crash
+            continue
+        if "epoch" in r:
+            rows[int(r["epoch"])] = r
+    return [rows[k] for k in sorted(rows)]
+
+
+def read_error(trial_dir: Path) -> str:
+    """The last line of a trial's error, or ''."""
+    path = trial_dir / ERROR_FILE
+    if not path.is_file():
+        return ""
+    lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "error"
+
+
+def load_experiment(exp_dir: Path):
+    """(epochs, trials) as DataFrames: a row per trial per epoch, and a row per trial (how it ended, why,
+    its searched values as ``hp.*`` and the file of its best epoch's test predictions)."""
+    import pandas as pd
+
+    statuses = read_trial_status(exp_dir)
+    epoch_rows, trial_rows = [], []
+    for trial_dir in sorted(p for p in exp_dir.iterdir() if (p / PARAMS_FILE).is_file()):
+        trial_id = trial_dir.name
+        hps = {HP_PREFIX + k: v for k, v in json.loads((trial_dir / PARAMS_FILE).read_text()).items()}
+        results = read_results(trial_dir)
+        error = read_error(trial_dir)
+        ended = how_it_ended(statuses.get(trial_id, ""), results[-1] if results else None, bool(error))
+        predictions = sorted(trial_dir.glob(f"checkpoint_*/{PREDICTIONS_FILE}"))
+        trial_rows.append({"trial": trial_id, "ended": ended, "reason": error,
+                           "epochs_run": results[-1]["epoch"] if results else 0,
+                           "predictions": str(predictions[-1]) if predictions else "", **hps})
+        for r in results:
+            epoch_rows.append({"trial": trial_id, "ended": ended, **hps,
+                               **{k: v for k, v in r.items() if isinstance(v, (int, float, str, bool))
+                                  and k not in ("config", "trial_id")}})
+    return pd.DataFrame(epoch_rows), pd.DataFrame(trial_rows)

@@ -1,0 +1,107 @@
+"""The one-way house: typed configs derived by pure functions, the best-epoch rule, metric names that follow the
+study metric, the live table's width, and the scheduler's up-front checks. No training."""
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from iqa_tune import records
+from iqa_tune.config import RunConfig, build_run_config, resolve_paths, with_values
+from iqa_tune.errors import UserError
+from iqa_tune.live import TrialRow, render
+from iqa_tune.space import PRIMITIVES, load_space
+
+from .conftest import ROOT, cli
+
+
+def test_with_values_returns_a_new_checked_config_and_leaves_the_base_alone():
+    base = build_run_config({"loss": {"alpha": 1.0}, "model": {"backbone": "resnet_micro"}})
+    trial = with_values(base, {"loss.alpha": 0, "model.backbone_kwargs.layers": [1, 1, 1, 1]})
+    assert trial.loss.alpha == 0.0 and isinstance(trial.loss.alpha, float)  # typed like its field
+    assert trial.model.backbone_kwargs == {"layers": [1, 1, 1, 1]}
+    assert base.loss.alpha == 1.0 and base.model.backbone_kwargs == {}
+    with pytest.raises(UserError, match="loss.alpha: must be >= 0"):
+        with_values(base, {"loss.alpha": -1.0})
+    with pytest.raises(UserError, match="did you mean 'alpha'"):
+        with_values(base, {"loss.alfa": 1.0})
+
+
+def test_resolve_paths_is_pure(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = build_run_config({"data": {"dataset": "csv", "root": "data", "csv_file": "l.csv"},
+                            "model": {"backbone": "resnet_micro", "checkpoint": "w.pth"}})
+    resolved = resolve_paths(cfg)
+    assert resolved.data.root == str(tmp_path / "data") and resolved.model.checkpoint == str(tmp_path / "w.pth")
+    assert Path(resolved.data.cache_dir).is_absolute()
+    assert cfg.data.root == "data" and cfg.model.checkpoint == "w.pth" and cfg.data.cache_dir is None
+
+
+def test_every_primitive_names_a_tune_sampler():
+    from ray import tune
+
+    for p in PRIMITIVES.values():
+        assert callable(getattr(tune, p.sampler))
+
+
+def test_best_epoch_rule_counts_nan_as_worst_in_both_modes():
+    assert records.best_index([math.nan, -0.2, -0.1, -0.1], "max") == 2  # first best; NaN never wins
+    assert records.best_index([math.nan, 3.0, 2.0], "min") == 2
+    assert records.best_index([math.nan, math.nan], "max") == 0
+    tracker = records.BestEpoch("val_srcc", "max")
+    assert tracker.update({"epoch": 1, "val_srcc": math.nan, "test_srcc": 0.9})["improved"]
+    out = tracker.update({"epoch": 2, "val_srcc": -0.5, "test_srcc": 0.1})
+    assert out["improved"] and out["best_epoch"] == 2 and out["test_srcc_at_best"] == 0.1
+
+
+def test_metric_names_follow_the_study_metric():
+    tracker = records.BestEpoch("val_krcc", "max")
+    out = tracker.update({"epoch": 1, "val_krcc": 0.4, "val_srcc": 0.5, "test_srcc": 0.3, "test_plcc": 0.35})
+    assert out == {"improved": True, "best_epoch": 1, "best_val_krcc": 0.4, "test_srcc_at_best": 0.3,
+                   "test_plcc_at_best": 0.35}
+
+
+def _rows(n_dims: int) -> tuple[list[TrialRow], list[str]]:
+    dims = [f"section.long_hyperparameter_name_{i}" for i in range(n_dims)]
+    rows = [TrialRow(f"abc_{i:05d}", "stopped by ASHA" if i % 2 else "running",
+                     {"epoch": 3, "val_krcc": 0.4123, "best_val_krcc": 0.5234, "test_srcc_at_best": math.nan},
+                     {d: 1.25e-4 * (i + 1) for d in dims}) for i in range(6)]
+    return rows, dims
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_live_table_fits_the_terminal_and_shows_the_study_metric(width):
+    rows, dims = _rows(8)
+    console = Console(width=width, record=True, file=open("/dev/null", "w"))
+    console.print(render(rows, "val_krcc", dims, "study s: 6 trials", width))
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= width
+    text = "\n".join(lines)
+    assert "best val_krcc" in text and "0.5234" in text and "n/a" in text and "ASHA cut" in text
+    assert "…" not in text  # no column squeezed into an ellipsis
+
+
+def test_scheduler_arguments_are_checked_up_front(tmp_path):
+    from iqa_tune.scheduler import PersistentASHA
+
+    with pytest.raises(UserError, match=r"grace_period \(5\) exceeds max_t \(3\)"):
+        PersistentASHA(tmp_path / "s.pkl", time_attr="epoch", max_t=3, grace_period=5, reduction_factor=3)
+    with pytest.raises(UserError, match="reduction_factor: must be > 1"):
+        PersistentASHA(tmp_path / "s.pkl", time_attr="epoch", max_t=3, grace_period=1, reduction_factor=1)
+
+
+def test_validate_catches_what_the_scheduler_would_refuse(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("model: {backbone: resnet_micro}\ntrain: {epochs: 2}\nsearch: {loss.alpha: {grid: [0.0]}}\n"
+                     "study: {scheduler: {type: asha, grace_period: 3}}\n")
+    run = cli("validate", space)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "grace_period (3) exceeds max_t (2)" in run.stderr
+
+
+def test_shipped_space_config_is_typed_once():
+    space = load_space(str(ROOT / "search_spaces/demo.yaml"))
+    assert isinstance(space.base, RunConfig)
+    assert dataclasses.asdict(space.base)["model"]["backbone"] == "resnet_micro"
