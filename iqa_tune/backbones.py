@@ -21,6 +21,19 @@ BACKBONES: dict[str, tuple[str, dict]] = {
 }
 
 
+def fixed_input_size(name: str, kwargs: dict) -> int | None:
+    """The one input size a backbone accepts (Swin builds its attention windows for it), or None for any size."""
+    timm_name, registered = resolve_backbone(name)
+    if "swin" not in timm_name:
+        return None
+    size = {**registered, **kwargs}.get("img_size")
+    if size is None:
+        import timm
+
+        size = timm.get_pretrained_cfg(timm_name).input_size[-1]
+    return size if isinstance(size, int) else size[-1]
+
+
 def resolve_backbone(name: str) -> tuple[str, dict]:
     """(timm model name, timm kwargs) of a registered name or of any timm model name."""
     if name in BACKBONES:

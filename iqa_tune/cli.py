@@ -45,7 +45,7 @@ def _run(args) -> int:
     code, exp_dir = run_study(args.space, address=args.address, name=args.name, storage=args.storage,
                               resume=args.resume, dashboard=not args.no_dashboard,
                               dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
-    if code == 0:
+    if code in (0, 1):  # finished, even if every trial errored: the report says why
         build_report(exp_dir)
     return code
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import yamlfile
-from .backbones import resolve_backbone
+from .backbones import fixed_input_size
 from .errors import UserError, did_you_mean
 
 
@@ -118,7 +118,8 @@ class TrainConfig:
     lr_ratio: float = field(default=10.0, metadata=_check(_positive))  # hyper network lr = lr x this: paper
     weight_decay: float = field(default=5e-4, metadata=_check(_non_negative))  # 5e-4: reference
     epochs: int = field(default=16, metadata=_check(_positive))  # 16: reference
-    batch_size: int = field(default=96, metadata=_check(_positive))  # patches per batch; 96: reference
+    # patches per batch; 96: reference. At least 2: batch norm cannot train on one value per channel
+    batch_size: int = field(default=96, metadata=_check(lambda v: None if v >= 2 else "must be >= 2"))
     patches_per_image: int = field(default=1, metadata=_check(_positive))  # patches of one image in a batch
     schedule: Literal["step", "cosine"] = "step"  # step: lr / 10^(epoch // 6) as in the reference
     step_size: int = field(default=6, metadata=_check(_positive))  # epochs per step: reference
@@ -269,7 +270,11 @@ def _cross_checks(cfg: RunConfig) -> None:
         raise UserError(f"model.target_in ({m.target_in}) must exceed 3 x model.lda_channels ({3 * m.lda_channels})")
     if t.device not in ("auto", "cpu") and not t.device.startswith("cuda"):
         raise UserError(f"train.device: expected auto, cpu, cuda or cuda:N, got {t.device!r}")
-    resolve_backbone(m.backbone)
+    fixed = fixed_input_size(m.backbone, m.backbone_kwargs)
+    if fixed is not None and fixed != d.patch_size:
+        raise UserError(f"data.patch_size ({d.patch_size}) must equal the input size of model.backbone {m.backbone} "
+                        f"({fixed}): Swin builds its attention windows for one input size; set data.patch_size: "
+                        f"{fixed}, or model.backbone_kwargs.img_size: {d.patch_size}")
 
 
 def check_run_config(cfg: RunConfig, source: str = "") -> RunConfig:
@@ -348,6 +353,34 @@ def _replace(obj: Any, keys: list[str], value: Any, path: str) -> Any:
             inner = inner.setdefault(k, {})
         inner[keys[-1]] = value
     return dataclasses.replace(obj, **{f.name: new})
+
+
+# keys that have no effect on a config, and when: key -> (the key it depends on, the values of that key that make
+# it inert, the reason in words)
+INERT_WHEN: dict[str, tuple[str, tuple, str]] = {
+    "loss.ranking": ("loss.alpha", (0.0,), "loss.alpha = 0 turns the ranking loss off"),
+    "loss.margin": ("loss.alpha", (0.0,), "loss.alpha = 0 turns the ranking loss off"),
+    "train.cosine_floor": ("train.schedule", ("step",), "a step schedule has no cosine floor"),
+    "train.step_size": ("train.schedule", ("cosine",), "a cosine schedule has no steps"),
+    "train.step_factor": ("train.schedule", ("cosine",), "a cosine schedule has no steps"),
+}
+
+
+def get_value(cfg: Any, path: str) -> Any:
+    for key in path.split("."):
+        cfg = getattr(cfg, key)
+    return cfg
+
+
+def inert_keys(cfg: RunConfig) -> dict[str, str]:
+    """The keys whose value changes nothing in this config, each with the reason."""
+    return {key: why for key, (depends, values, why) in INERT_WHEN.items() if get_value(cfg, depends) in values}
+
+
+def effective(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with every inert key at its default: two configs that train the same way become equal."""
+    defaults = RunConfig()
+    return with_values(cfg, {key: get_value(defaults, key) for key in inert_keys(cfg)})
 
 
 def resolve_paths(cfg: RunConfig) -> RunConfig:

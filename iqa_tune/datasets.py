@@ -269,6 +269,7 @@ DATASETS: dict[str, Callable[[DataConfig, Path], Catalog]] = {
     "csv": generic_csv,
 }
 assert tuple(DATASETS) == DATASET_NAMES, "config.DATASET_NAMES lists the adapters of this registry"
+SHIPS_OFFICIAL_SPLIT = {"koniq10k"}  # releases that may ship their own train/val/test sets
 
 
 def dataset_root(cfg: DataConfig) -> Path:

@@ -5,25 +5,24 @@ Image level is the protocol of HyperIQA's evaluation: the mean of an image's pat
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import stats
 
 
-def _finite_or_zero(value: float) -> float:
-    # a constant prediction has no rank information: scipy says nan, we say 0 so schedulers can compare
-    return float(value) if np.isfinite(value) else 0.0
-
-
 def correlations(pred: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    """SRCC, PLCC and KRCC; NaN where they are undefined (fewer than 2 values, constant predictions or labels).
+
+    Undefined is not zero: a collapsed model that predicts one value has no rank information, and scoring it 0
+    would let it beat epochs with a negative correlation. Selection treats NaN as the worst value instead
+    (``records.better``)."""
     pred = np.asarray(pred, dtype=np.float64)
     label = np.asarray(label, dtype=np.float64)
     if len(pred) < 2 or np.ptp(pred) == 0 or np.ptp(label) == 0:
-        return {"srcc": 0.0, "plcc": 0.0, "krcc": 0.0}
-    return {
-        "srcc": _finite_or_zero(stats.spearmanr(pred, label)[0]),
-        "plcc": _finite_or_zero(stats.pearsonr(pred, label)[0]),
-        "krcc": _finite_or_zero(stats.kendalltau(pred, label)[0]),
-    }
+        return {"srcc": math.nan, "plcc": math.nan, "krcc": math.nan}
+    return {"srcc": float(stats.spearmanr(pred, label)[0]), "plcc": float(stats.pearsonr(pred, label)[0]),
+            "krcc": float(stats.kendalltau(pred, label)[0])}
 
 
 def image_means(patch_pred: np.ndarray, image_index: np.ndarray, n_images: int) -> np.ndarray:

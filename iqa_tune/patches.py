@@ -74,15 +74,24 @@ class TrainPatches:
         self.batch_size, self.flip = batch_size, flip
 
     def __len__(self) -> int:
-        return -(-len(self.indices) * self.train_patches // self.batch_size)
+        return len(self._sizes())
+
+    def _sizes(self) -> list[int]:
+        """Groups per batch. A last batch of a single patch is dropped: batch norm cannot train on it."""
+        groups = len(self.indices) * (self.train_patches // self.patches_per_image)
+        per_batch = self.batch_size // self.patches_per_image
+        sizes = [per_batch] * (groups // per_batch) + ([groups % per_batch] if groups % per_batch else [])
+        if len(sizes) > 1 and sizes[-1] * self.patches_per_image < 2:
+            sizes.pop()
+        return sizes
 
     def plan(self, rng: np.random.Generator) -> list[np.ndarray]:
         """Positions (into ``indices``) of each batch's patches, grouped by image."""
         group = self.patches_per_image
         groups = np.repeat(np.arange(len(self.indices)), self.train_patches // group)
         groups = groups[rng.permutation(len(groups))]
-        per_batch = self.batch_size // group
-        return [np.repeat(groups[s:s + per_batch], group) for s in range(0, len(groups), per_batch)]
+        starts = np.cumsum([0, *self._sizes()])
+        return [np.repeat(groups[a:b], group) for a, b in zip(starts, starts[1:])]
 
     def batches(self, seed: int, epoch: int) -> Iterator[PatchBatch]:
         rng = np.random.default_rng([seed, epoch])  # a function of (seed, epoch): a resumed run repeats it

@@ -210,6 +210,17 @@ def read_error(trial_dir: Path) -> str:
     return lines[-1][:300] if lines else "error"
 
 
+def _inert(trial_dir: Path) -> list[str]:
+    """The keys that had no effect in a trial (from its resolved config): its marginals leave it out."""
+    from .config import build_run_config, inert_keys
+
+    path = trial_dir / CONFIG_FILE
+    try:
+        return sorted(inert_keys(build_run_config(yaml.safe_load(path.read_text())))) if path.is_file() else []
+    except Exception:  # a config of another version: no marginal is worth a failed report
+        return []
+
+
 def load_experiment(exp_dir: Path):
     """(epochs, trials) as DataFrames: a row per trial per epoch, and a row per trial (how it ended, why,
     its searched values as ``hp.*`` and the file of its best epoch's test predictions)."""
@@ -226,7 +237,8 @@ def load_experiment(exp_dir: Path):
         predictions = sorted(trial_dir.glob(f"checkpoint_*/{PREDICTIONS_FILE}"))
         trial_rows.append({"trial": trial_id, "ended": ended, "reason": error,
                            "epochs_run": results[-1]["epoch"] if results else 0,
-                           "predictions": str(predictions[-1]) if predictions else "", **hps})
+                           "predictions": str(predictions[-1]) if predictions else "",
+                           "inert": ",".join(_inert(trial_dir)), **hps})
         for r in results:
             epoch_rows.append({"trial": trial_id, "ended": ended, **hps,
                                **{k: v for k, v in r.items() if isinstance(v, (int, float, str, bool))

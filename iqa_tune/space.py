@@ -1,51 +1,66 @@
 """space.yaml: the run schema (fixed settings) + ``search:`` (Tune primitives in YAML) + ``study:``.
 
-Parsed and validated here without Ray, so ``iqa-tune validate`` is instant and errors name key paths. The
-primitives become Tune objects in :mod:`iqa_tune.study`, the one place that imports Ray on the driver.
+Parsed and validated here without Ray, so ``iqa-tune validate`` is instant and errors name key paths. The space
+is expanded here too, into the list of trials a study runs (:func:`expand`): grid points crossed with seeded
+random draws, each distinct effective configuration once (alpha 0 makes the ranking granularity irrelevant, so
+its two values are one trial), split seeds innermost so every sampled configuration meets every split. The
+driver (:mod:`iqa_tune.study`) hands that list to Tune as its points to evaluate.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from .config import (
+    INERT_WHEN,
     RunConfig,
     _check,
     _positive,
     build_run_config,
     check_key_path,
     check_run_config,
+    effective,
     from_dict,
+    inert_keys,
     read_yaml,
     resolve_paths,
     with_values,
 )
+from .datasets import SHIPS_OFFICIAL_SPLIT
 from .errors import UserError, did_you_mean
 from .records import SELECTION_METRICS
 
 
 @dataclass(frozen=True)
 class Primitive:
-    """One search primitive, defined once: how its YAML arguments look, and the ``ray.tune`` function that
-    samples it (called by the driver as ``tune.<sampler>(*args)``, or ``(args)`` for a list of values)."""
+    """One search primitive, defined once: how its YAML arguments look, how a value is drawn, and the
+    ``ray.tune`` domain that declares it to Tune (``tune.<sampler>(*args)``, or ``(args)`` for a list)."""
 
     sampler: str
     arity: int | None  # number of numeric bounds; None = a non-empty list of values
+    draw: Callable[[list, np.random.Generator], Any] | None  # None: a grid axis, every value is taken
     draws_floats: bool = False  # uniform, loguniform, quniform: every draw is a float
 
 
 PRIMITIVES: dict[str, Primitive] = {
-    "choice": Primitive("choice", None),
-    "grid": Primitive("grid_search", None),
-    "uniform": Primitive("uniform", 2, True),
-    "loguniform": Primitive("loguniform", 2, True),
-    "quniform": Primitive("quniform", 3, True),
-    "randint": Primitive("randint", 2),  # hi exclusive
+    "choice": Primitive("choice", None, lambda a, rng: a[int(rng.integers(len(a)))]),
+    "grid": Primitive("choice", None, None),  # declared to Tune as its set of values; expand() takes them all
+    "uniform": Primitive("uniform", 2, lambda a, rng: float(rng.uniform(a[0], a[1])), True),
+    "loguniform": Primitive("loguniform", 2,
+                            lambda a, rng: float(math.exp(rng.uniform(math.log(a[0]), math.log(a[1])))), True),
+    "quniform": Primitive("quniform", 3, lambda a, rng: float(np.round(rng.uniform(a[0], a[1]) / a[2]) * a[2]),
+                          True),
+    "randint": Primitive("randint", 2, lambda a, rng: int(rng.integers(a[0], a[1]))),  # hi exclusive
 }
+SPLIT_SEED = "data.split.seed"
 
 
 @dataclass
@@ -126,7 +141,7 @@ class Space:
 
     @property
     def num_trials(self) -> int:
-        return self.study.num_samples * self.grid_size
+        return len(expand(self).points)
 
     @property
     def max_epochs(self) -> int:
@@ -216,6 +231,10 @@ def load_space(path: str) -> Space:
         seen.add(d.path)
     _validate_values(base, dims, str(path))
     space = Space(str(path), base, dims, study)
+    try:
+        _check_split_seeds(space)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
     if study.scheduler.type == "asha":
         s = study.scheduler
         try:
@@ -228,6 +247,79 @@ def load_space(path: str) -> Space:
                         f"{did_you_mean(metric, SELECTION_METRICS)}; choose one of {', '.join(SELECTION_METRICS)} "
                         "(test metrics are never used to select)")
     return space
+
+
+@dataclass
+class Expansion:
+    """The trials of a study, in order, and what expanding the space folded away."""
+
+    points: list[dict[str, Any]]  # searched values of each trial, by dotted key
+    grid_points: int  # distinct grid points (split seeds apart)
+    folded_grid: int  # grid points that repeated an earlier one's effective configuration
+    folded: int  # further trials whose whole configuration repeated an earlier trial's
+    why: dict[str, str]  # inert key -> reason, over everything folded
+
+
+def _grid_key(space: Space, point: dict, drawn: set[str]) -> tuple[str, dict[str, str]]:
+    """A grid point's identity with its inert keys at their defaults (only where the key that makes them inert
+    is fixed or on the grid: a drawn alpha may turn out non-zero)."""
+    cfg = with_values(space.base, point)
+    inert = {k: why for k, why in inert_keys(cfg).items() if k in point and INERT_WHEN[k][0] not in drawn}
+    canon = {k: ("inert" if k in inert else v) for k, v in point.items()}
+    return json.dumps(canon, sort_keys=True, default=str), inert
+
+
+def expand(space: Space) -> Expansion:
+    """Every trial of the study: the distinct grid points (a point whose effective configuration repeats an
+    earlier one's is dropped), for each sample each with its own random draws (seeded by study.search_seed),
+    crossed last with the split seeds, which share those draws; a trial identical to an earlier one is run once."""
+    rng = np.random.default_rng(space.study.search_seed)
+    seeds = next((d.args for d in space.dims if d.path == SPLIT_SEED), [None])
+    grid = [d for d in space.dims if d.primitive.draw is None and d.path != SPLIT_SEED]
+    drawn = [d for d in space.dims if d.primitive.draw is not None]
+    distinct, seen, why = [], set(), {}
+    for combo in itertools.product(*[d.args for d in grid]):
+        point = {d.path: v for d, v in zip(grid, combo)}
+        key, inert = _grid_key(space, point, {d.path for d in drawn})
+        why.update(inert)
+        if key not in seen:
+            seen.add(key)
+            distinct.append(point)
+    points, trials, folded = [], set(), 0
+    for _ in range(space.study.num_samples):
+        for grid_point in distinct:
+            shared = {**grid_point, **{d.path: d.primitive.draw(d.args, rng) for d in drawn}}
+            for seed in seeds:
+                point = shared if seed is None else {**shared, SPLIT_SEED: seed}
+                cfg = with_values(space.base, point)
+                key = json.dumps(dataclasses.asdict(effective(cfg)), sort_keys=True, default=str)
+                if key in trials:
+                    folded += 1
+                    why.update({k: v for k, v in inert_keys(cfg).items() if k in point})
+                    continue
+                trials.add(key)
+                points.append(point)
+    folded_grid = math.prod(len(d.args) for d in grid) - len(distinct)
+    return Expansion(points, len(distinct), folded_grid, folded, why if folded_grid or folded else {})
+
+
+def _check_split_seeds(space: Space) -> None:
+    """Split seeds are a grid axis, on a seeded split, without ASHA; each message says why and where to go."""
+    d = next((d for d in space.dims if d.path == SPLIT_SEED), None)
+    if d is None:
+        return
+    if d.kind != "grid":
+        raise UserError(f"search.{SPLIT_SEED}: search split seeds with grid: every configuration is then trained "
+                        f"on every split and the report groups them; {d.kind} would repeat seeds and never pair them")
+    if len(set(d.args)) != len(d.args):
+        raise UserError(f"search.{SPLIT_SEED}: a split seed is listed twice: {d.args}")
+    if space.base.data.split.official and space.base.data.dataset in SHIPS_OFFICIAL_SPLIT:
+        raise UserError(f"search.{SPLIT_SEED}: {space.base.data.dataset} uses its official split, which ignores the "
+                        "seed; set data.split.official: false to search split seeds")
+    if space.study.scheduler.type == "asha":
+        raise UserError(f"search.{SPLIT_SEED}: ASHA would compare val SRCC measured on different val sets; use "
+                        "study.scheduler: {type: none}, or search without split seeds and confirm the winners "
+                        "over seeds afterwards")
 
 
 def with_resolved_paths(space: Space) -> Space:
@@ -248,5 +340,21 @@ def describe(space: Space) -> str:
              f"scheduler {s.scheduler.type}, {s.resources.cpu:g} CPU + {s.resources.gpu:g} GPU per trial",
              f"  search ({len(space.dims)} dimensions):"]
     lines += [f"    {d.path}: {d.describe()}" for d in space.dims] or ["    (none: one configuration)"]
-    lines.append(f"  trials: {space.num_trials} ({s.num_samples} samples x {space.grid_size} grid points)")
+    lines.append(f"  trials: {trial_count(space)}")
     return "\n".join(lines)
+
+
+def trial_count(space: Space) -> str:
+    """'6 (1 samples x 6 grid points; ...folded...)': the line validate and run both print."""
+    e = expand(space)
+    seeds = next((len(d.args) for d in space.dims if d.path == SPLIT_SEED), 1)
+    size = f"{space.study.num_samples} samples x {e.grid_points} grid points"
+    size += f" x {seeds} split seeds" if seeds > 1 else ""
+    folds = []
+    if e.folded_grid:
+        folds.append(f"{e.folded_grid} grid points folded into an identical one")
+    if e.folded:
+        folds.append(f"{e.folded} repeated trials run once")
+    if folds:
+        size += f"; {', '.join(folds)}: " + "; ".join(f"{k}: {v}" for k, v in sorted(e.why.items()))
+    return f"{len(e.points)} ({size})"

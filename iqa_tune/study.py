@@ -21,7 +21,7 @@ from . import records
 from .errors import UserError, naming
 from .live import LiveTable, TrialRow
 from .prepare import prepare_data
-from .space import Space, load_space, trial_config, with_resolved_paths
+from .space import Space, expand, load_space, trial_config, trial_count, with_resolved_paths
 
 # Tune warns about frequent experiment snapshots when trials report fast; our snapshots are small local files
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "3600")
@@ -57,10 +57,12 @@ class StudyProgress(tune.Callback):
         self.table: LiveTable | None = None
         self.trials: list = []
         self.statuses: dict[str, str] = {}  # at the end of the last step, before Tune's cleanup stops everything
+        self.started = False  # a trial has started: from here on, the study folder holds work worth keeping
 
     def __getstate__(self) -> dict:
         # Tune pickles callbacks with the experiment; a live display is rebuilt after a restore
-        return {"space": self.space, "exp_dir": self.exp_dir, "table": None, "trials": [], "statuses": {}}
+        return {"space": self.space, "exp_dir": self.exp_dir, "table": None, "trials": [], "statuses": {},
+                "started": False}
 
     def on_step_end(self, iteration, trials, **info):
         self.statuses = {t.trial_id: t.status for t in trials}
@@ -84,6 +86,7 @@ class StudyProgress(tune.Callback):
         self.table.update(self._rows(), force)
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        self.started = True
         self._draw(trials)
         records.write_trial_status(self.exp_dir, {t.trial_id: t.status for t in trials})
 
@@ -176,6 +179,7 @@ def build_tuner(space: Space, exp_dir: Path, resume: bool, callbacks: list):
     s = space.study
     scheduler = make_scheduler(s.scheduler.type, exp_dir, space.max_epochs, s.scheduler.grace_period,
                                s.scheduler.reduction_factor)
+    points = expand(space).points  # every trial, decided here (seeded), each distinct configuration once
     trainable = tune.with_resources(tune.with_parameters(hyperiqa_trainable, space=space),
                                     {"cpu": s.resources.cpu, "gpu": s.resources.gpu})
     if resume:
@@ -187,19 +191,38 @@ def build_tuner(space: Space, exp_dir: Path, resume: bool, callbacks: list):
         failure_config=tune.FailureConfig(max_failures=s.max_failures),
     )
     tune_config = tune.TuneConfig(
-        metric=s.metric, mode=s.mode, num_samples=s.num_samples, scheduler=scheduler,
+        metric=s.metric, mode=s.mode, num_samples=len(points), scheduler=scheduler,
         # the limit goes to the generator: Tune ignores TuneConfig.max_concurrent_trials when search_alg is given
-        search_alg=BasicVariantGenerator(random_state=s.search_seed, max_concurrent=s.max_concurrent or 0),
+        search_alg=BasicVariantGenerator(points_to_evaluate=points, max_concurrent=s.max_concurrent or 0),
         trial_dirname_creator=lambda t: t.trial_id,
         trial_name_creator=lambda t: t.trial_id,
     )
     return tune.Tuner(trainable, param_space=param_space(space), tune_config=tune_config, run_config=run_config)
 
 
+def _check_folder(exp_dir: Path, resume: bool) -> None:
+    """A plain run needs a new folder; --resume needs one that Tune can continue. Each refusal says what to do."""
+    restorable = exp_dir.exists() and tune.Tuner.can_restore(str(exp_dir))
+    if resume and not restorable:
+        hint = (": it holds no study Tune can continue; remove it and run without --resume" if exp_dir.exists()
+                else "; run without --resume to start it")
+        raise UserError(f"--resume: no interrupted study at {exp_dir}{hint}")
+    if not resume and restorable:
+        raise UserError(f"{exp_dir} already exists: continue it with --resume, or choose another --name")
+    if not resume and exp_dir.exists():
+        raise UserError(f"{exp_dir} already exists and holds no study to continue: remove it, or choose another "
+                        "--name")
+
+
 def run_study(space_file: str, address: str | None = None, name: str | None = None, storage: str | None = None,
               resume: bool = False, dashboard: bool = True, dashboard_host: str = "127.0.0.1",
               dashboard_port: int = 8265) -> tuple[int, Path]:
-    """Run (or resume) a study; returns (exit code, experiment folder). 130: interrupted, resumable."""
+    """Run (or resume) a study; returns (exit code, experiment folder): 0 done, 1 every trial errored,
+    130 interrupted (resumable).
+
+    One rule for a start that fails (Ray cannot start, the pre-flight refuses, Ctrl-C during start-up): until
+    the first trial starts, the folder this run created is removed again, so the same command can simply be
+    run again."""
     console = Console()
     space = load_space(space_file)
     if name:
@@ -207,44 +230,58 @@ def run_study(space_file: str, address: str | None = None, name: str | None = No
     if storage:
         space.study.storage = storage
     exp_dir = (Path(space.study.storage).expanduser() / space.study.name).resolve()
-    restorable = tune.Tuner.can_restore(str(exp_dir)) if exp_dir.exists() else False
-    if resume and not restorable:
-        raise UserError(f"--resume: no interrupted study at {exp_dir}")
-    if not resume and exp_dir.exists():
-        raise UserError(f"{exp_dir} already exists: continue it with --resume, or choose another --name")
+    _check_folder(exp_dir, resume)
     space = with_resolved_paths(space)
     with naming(space_file):  # a data problem found here names the space file as well as the data file
         prebuild_caches(space, console)
+    progress = StudyProgress(space, exp_dir)
+    try:
+        _fit(space, space_file, exp_dir, resume, progress, console, address,
+             dict(dashboard=dashboard, host=dashboard_host, port=dashboard_port))
+    except BaseException:
+        if not resume and not progress.started:
+            shutil.rmtree(exp_dir, ignore_errors=True)
+        raise
+    if not resume and not progress.started:
+        shutil.rmtree(exp_dir, ignore_errors=True)
+        console.print("[bold yellow]interrupted[/] before any trial started; nothing was kept: run the same "
+                      "command again")
+        return 130, exp_dir
+    return _outcome(space, space_file, exp_dir, progress, console), exp_dir
+
+
+def _fit(space: Space, space_file: str, exp_dir: Path, resume: bool, progress: StudyProgress, console: Console,
+         address: str | None, dashboard: dict) -> None:
     _log_to_file(exp_dir)
     records.write_study_settings(exp_dir, {"source": str(space_file), "metric": space.study.metric,
                                            "mode": space.study.mode, "max_epochs": space.max_epochs,
                                            "trials": space.num_trials})
-    connect(address, dashboard, dashboard_host, dashboard_port, console)
+    connect(address, dashboard["dashboard"], dashboard["host"], dashboard["port"], console)
     try:
-        try:
-            preflight(space)
-        except UserError:
-            if not resume:  # nothing ran: leave no half-made study that would demand --resume
-                shutil.rmtree(exp_dir, ignore_errors=True)
-            raise
-        console.print(f"study [bold]{escape(space.study.name)}[/]: {space.num_trials} trials, "
+        preflight(space)
+        console.print(f"study [bold]{escape(space.study.name)}[/]: {escape(trial_count(space))} trials, "
                       f"results in {escape(str(exp_dir))}")
-        progress = StudyProgress(space, exp_dir)
         tuner = build_tuner(space, exp_dir, resume, [progress])
         try:
             tuner.fit()
         finally:
             progress.stop()
-        trials, unfinished = progress.trials, progress.unfinished
     finally:
         ray.shutdown()
-    resume_cmd = f"iqa-tune run {space_file} --name {space.study.name} --storage {space.study.storage} --resume"
-    if unfinished:
-        console.print(f"[bold yellow]interrupted[/] with {len(unfinished)} trials unfinished; continue with:\n  "
-                      f"{escape(resume_cmd)}")
-        return 130, exp_dir
-    errored = [t for t in trials if t.status == "ERROR"]
-    if errored:
-        console.print(f"[yellow]{len(errored)} trial(s) errored[/]: see the report, or "
-                      f"{escape(str(exp_dir))}/<trial>/error.txt")
-    return 0, exp_dir
+
+
+def _outcome(space: Space, space_file: str, exp_dir: Path, progress: StudyProgress, console: Console) -> int:
+    """Say how the study ended; the exit code follows: 130 interrupted, 1 when every trial errored, else 0."""
+    if progress.unfinished:
+        resume_cmd = (f"iqa-tune run {space_file} --name {space.study.name} --storage {space.study.storage} "
+                      "--resume")
+        console.print(f"[bold yellow]interrupted[/] with {len(progress.unfinished)} trials unfinished; continue "
+                      f"with:\n  {escape(resume_cmd)}")
+        return 130
+    errored = [t for t in progress.trials if t.status == "ERROR"]
+    if not errored:
+        return 0
+    reasons = sorted({records.read_error(exp_dir / t.trial_id) or "unknown error" for t in errored})
+    console.print(f"[yellow]{len(errored)} of {len(progress.trials)} trial(s) errored[/]: "
+                  f"{escape('; '.join(reasons[:3]))}; full text in {escape(str(exp_dir))}/<trial>/error.txt")
+    return 1 if len(errored) == len(progress.trials) else 0

@@ -28,7 +28,7 @@ def format_cell(v) -> str:
     """A report cell: 4 decimals, scientific for tiny values, empty for a missing one."""
     if isinstance(v, (float, np.floating)):
         if np.isnan(v):
-            return ""
+            return "n/a"
         return f"{v:.2e}" if 0 < abs(v) < 1e-3 else f"{v:.4f}"
     return "" if v is None else str(v)
 
@@ -50,7 +50,7 @@ def terminal_view(ranking: pd.DataFrame, metric: str) -> pd.DataFrame:
     df = ranking.head(20)
     view = pd.DataFrame({"#": df["rank"], "trial": df["trial"].str[-5:], "ended": df["ended"].replace({"stopped by ASHA": "ASHA cut", "completed": "done"}),
                          "ep": df.get("best_epoch"), metric: df[metric], "test": df.get("test_srcc")})
-    view["95% CI"] = [f"{lo:.3f}..{hi:.3f}" if np.isfinite(lo) else ""
+    view["95% CI"] = [f"{lo:.3f}..{hi:.3f}" if np.isfinite(lo) else "n/a"
                       for lo, hi in zip(df["test_srcc_ci_lo"], df["test_srcc_ci_hi"])]
     view["vs top"] = df["vs_top"].replace({"indistinguishable": "same?"})
     for c in [c for c in df if c.startswith(HP_PREFIX)]:
@@ -193,12 +193,12 @@ def build_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
           "test_srcc is read at the best val epoch (the figure to report); `max_test_srcc (selected on test)` is "
           "the optimistic protocol of the reference code. CI: 95% bootstrap over test images; vs_top: paired "
           "bootstrap against rank 1 on the same images.\n", to_markdown(ranking, cols)]
-    sections = [("Ranking", ranking[cols].to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep=""))]
+    sections = [("Ranking", ranking[cols].to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="n/a"))]
     for key, heading in (("groups", "Grouped over split seeds"), ("marginals", "Marginals per hyperparameter")):
         df = r[key]
         if df is not None and not df.empty:
             md += [f"\n## {heading}\n", to_markdown(df, list(df.columns))]
-            sections.append((heading, df.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="")))
+            sections.append((heading, df.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="n/a")))
     (out / "ranking.md").write_text("\n".join(md) + "\n")
     pictures = plots(r["epochs"], ranking, metric, out)
     (out / "index.html").write_text(to_html(sections, pictures, f"{exp_dir.name}: study report"))

@@ -8,6 +8,8 @@ maximum test SRCC over epochs (the protocol of the reference paper, labelled as 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -43,6 +45,7 @@ def rank_trials(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str = "val_s
                 "test_srcc_drop (best->last)": b.get("test_srcc", np.nan) - last.get("test_srcc", np.nan),
             })
         row.update({c: t[c] for c in hp_cols})
+        row["inert"] = t.get("inert", "")
         rows.append(row)
     df = pd.DataFrame(rows)
     if metric not in df:
@@ -53,6 +56,9 @@ def rank_trials(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str = "val_s
 
 
 def _srcc(pred: np.ndarray, label: np.ndarray) -> float:
+    """SRCC, NaN when undefined (a constant resample), without scipy's warning."""
+    if np.ptp(pred) == 0 or np.ptp(label) == 0:
+        return math.nan
     return stats.spearmanr(pred, label)[0]
 
 
@@ -61,6 +67,8 @@ def _interval(label: np.ndarray, statistic, n: int, seed: int, level: float) -> 
     idx = np.random.default_rng(seed).integers(0, len(label), size=(n, len(label)))
     boots = np.array([statistic(i) for i in idx])
     boots = boots[np.isfinite(boots)]
+    if len(boots) < n / 2:  # mostly undefined (constant predictions): no interval to speak of
+        return math.nan, math.nan
     a = (1 - level) / 2
     return float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
 
@@ -106,6 +114,9 @@ def add_uncertainty(ranking: pd.DataFrame, predictions: dict[str, tuple], n: int
             continue
         d, dlo, dhi = paired_bootstrap(label, pred, tpred, n, seed)
         df.loc[i, ["diff_vs_top", "diff_ci_lo", "diff_ci_hi"]] = d, dlo, dhi
+        if not np.isfinite(dlo):
+            df.loc[i, "vs_top"] = "n/a"  # an undefined SRCC on one side: no difference to test
+            continue
         df.loc[i, "vs_top"] = "worse" if dhi < 0 else ("better" if dlo > 0 else "indistinguishable")
     return df
 
@@ -120,7 +131,7 @@ def group_split_seeds(ranking: pd.DataFrame, metric: str, mode: str,
     df["_key"] = df[hp].astype(str).agg(" | ".join, axis=1) if hp else "all"
     rows = []
     for _, g in df.groupby("_key"):
-        rows.append({**{c: g.iloc[0][c] for c in hp}, "splits": len(g),
+        rows.append({**{c: g.iloc[0][c] for c in hp}, "splits": g[seed_col].nunique(), "trials": len(g),
                      f"median {metric}": g[metric].median(), f"min {metric}": g[metric].min(),
                      f"max {metric}": g[metric].max(), "median test_srcc": g["test_srcc"].median(),
                      "test_srcc spread": g["test_srcc"].max() - g["test_srcc"].min()})
@@ -132,8 +143,11 @@ def group_split_seeds(ranking: pd.DataFrame, metric: str, mode: str,
 def marginals(ranking: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     """For each searched hyperparameter (few distinct values), the metric per value: median, best, count."""
     rows = []
-    df = ranking.dropna(subset=[metric])
-    for c in [c for c in df.columns if c.startswith(HP_PREFIX)]:
+    ranked = ranking.dropna(subset=[metric])
+    inert = ranked["inert"].fillna("").str.split(",") if "inert" in ranked else pd.Series([[]] * len(ranked))
+    for c in [c for c in ranked.columns if c.startswith(HP_PREFIX)]:
+        # only the trials where the key had an effect: ranking granularity means nothing at alpha 0
+        df = ranked.loc[np.array([c[len(HP_PREFIX):] not in keys for keys in inert], dtype=bool)]
         # few distinct values only: a sampled continuous value (one per trial) has no marginal to show
         if not 2 <= df[c].nunique() <= min(8, len(df) // 2):
             continue

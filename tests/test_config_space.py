@@ -60,7 +60,9 @@ def test_space_errors(tmp_path, search, study, message):
 def test_validate_cli_counts_trials_and_rejects_bad_files(tmp_path):
     good = cli("validate", ROOT / "search_spaces/demo.yaml")
     assert good.returncode == 0, good.stderr
-    assert "trials: 8 (1 samples x 8 grid points)" in good.stdout
+    # alpha 0 makes the ranking granularity irrelevant: 2 of the 8 grid points are the same training
+    assert "trials: 6 (1 samples x 6 grid points; 2 grid points folded into an identical one" in good.stdout
+    assert "loss.ranking: loss.alpha = 0 turns the ranking loss off" in good.stdout
     bad = cli("validate", _space(tmp_path, {"loss.alpha": {"uniform": [2, 1]}}))
     assert bad.returncode == 2 and "lo (2) must be < hi (1)" in bad.stderr and "Traceback" not in bad.stderr
     missing = cli("validate", tmp_path / "nope.yaml")

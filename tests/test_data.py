@@ -188,3 +188,14 @@ def test_prefetch_producer_stops_when_the_consumer_does():
     gen.close()  # what an exception in the training loop does to the generator
     assert threading.active_count() == before
     assert len(produced) <= 5  # stopped after at most the queue's depth more
+
+
+def test_a_last_batch_of_one_patch_is_dropped_and_counted_out():
+    # 5 patches in batches of 2: batch norm cannot train on the single patch left over
+    train = TrainPatches(None, np.arange(5), np.zeros(5), patch_size=8, train_patches=1, patches_per_image=1,
+                         batch_size=2, flip=False)
+    plan = train.plan(np.random.default_rng(0))
+    assert [len(b) for b in plan] == [2, 2] and len(train) == 2
+    grouped = TrainPatches(None, np.arange(5), np.zeros(5), patch_size=8, train_patches=2, patches_per_image=2,
+                           batch_size=4, flip=False)
+    assert [len(b) for b in grouped.plan(np.random.default_rng(0))] == [4, 4, 2] and len(grouped) == 3

@@ -99,3 +99,13 @@ def test_patience_stop_is_not_called_an_asha_cut(tmp_path):
     (exp / "t0/result.json").write_text("\n".join(json.dumps(r) for r in rows))
     ranking = pd.read_csv(build_report(exp) / "ranking.csv")
     assert ranking.loc[0, "ended"] == "early stop (patience)" and ranking.loc[0, "best_epoch"] == 1
+
+
+def test_an_experiment_whose_every_trial_errored_still_reports(tmp_path):
+    exp = tmp_path / "exp"
+    for name in ("t0", "t1"):
+        (exp / name).mkdir(parents=True)
+        (exp / name / "params.json").write_text(json.dumps({"loss.alpha": 0.0}))
+        (exp / name / "error.txt").write_text("Traceback...\nFloatingPointError: non-finite training loss")
+    ranking = pd.read_csv(build_report(exp) / "ranking.csv")
+    assert (ranking["ended"] == "errored").all() and ranking["reason"].str.contains("non-finite").all()

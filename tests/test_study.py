@@ -44,7 +44,11 @@ def results(trial_dir: Path) -> list[dict]:
 
 
 def test_study_with_asha_errors_and_report(tmp_path):
-    space = write_space(tmp_path, {"loss.alpha": {"grid": [0.0, 1.0]}, "train.lr": {"grid": [1.0e-3, 3.0e-4, 1.0e9]}},
+    # drawn values of every kind (float and int keys): what validate accepts must not error a trial
+    space = write_space(tmp_path, {"loss.alpha": {"grid": [0.0, 1.0]}, "train.lr": {"grid": [1.0e-3, 3.0e-4, 1.0e9]},
+                                   "model.dropout": {"uniform": [0.0, 0.3]},
+                                   "train.weight_decay": {"loguniform": [1.0e-5, 1.0e-3]},
+                                   "data.test_patches": {"randint": [2, 5]}},
                         {"name": "s", "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}})
     run = cli("run", space, "--no-dashboard")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -57,6 +61,7 @@ def test_study_with_asha_errors_and_report(tmp_path):
     errored = ranking[ranking["hp.train.lr"] == 1e9]
     assert (errored["ended"] == "errored").all()
     assert errored["reason"].str.contains("non-finite training loss").all()
+    assert (ranking[ranking["hp.train.lr"] != 1e9]["ended"] != "errored").all()
     assert (ended == "stopped by ASHA").any()
     assert (ended == "completed").any()
     for t in trials:
@@ -81,6 +86,15 @@ def test_study_with_asha_errors_and_report(tmp_path):
     assert "src=\"data:image/png;base64," in html and "http" not in html.split("<h1>")[1]
     assert (exp / "report/results.parquet").is_file() and (exp / "report/curves.png").is_file()
     assert "ranked by val_srcc" in run.stdout
+
+
+def test_a_study_whose_every_trial_errored_exits_non_zero_and_says_why(tmp_path):
+    space = write_space(tmp_path, {"loss.alpha": {"grid": [0.0, 1.0]}},
+                        {"name": "bad", "scheduler": {"type": "none"}}, train={**TINY["train"], "lr": 1.0e9})
+    run = cli("run", space, "--no-dashboard")
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "2 of 2 trial(s) errored" in run.stdout and "non-finite training loss" in run.stdout
+    assert "Traceback" not in run.stderr
 
 
 def test_preflight_refuses_a_gpu_on_a_cluster_without_one(tmp_path):
