@@ -123,7 +123,7 @@ class TrainConfig:
     schedule: Literal["step", "cosine"] = "step"  # step: lr / 10^(epoch // 6) as in the reference
     step_size: int = field(default=6, metadata=_check(_positive))  # epochs per step: reference
     step_factor: float = field(default=0.1, metadata=_check(_positive))  # lr multiplier per step: reference
-    warmup_epochs: float = field(default=0.0, metadata=_check(_non_negative))  # cosine: linear warmup length
+    warmup_epochs: float = field(default=0.0, metadata=_check(_non_negative))  # epochs of linear warmup, both schedules
     cosine_floor: float = field(default=0.0, metadata=_check(_fraction))  # cosine: final lr as a fraction of lr
     patience: int = field(default=0, metadata=_check(_non_negative))  # early stop after N epochs w/o val gain; 0=off
     seed: int = 0  # model init, patch sampling, shuffling
