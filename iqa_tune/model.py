@@ -88,8 +88,11 @@ class HyperNetwork(nn.Module):
         for k, (conv, fc) in enumerate(zip(self.w_convs, self.b_fcs), start=1):
             params[f"w{k}"] = conv(h).reshape(n, self.dims[k], self.dims[k - 1])
             params[f"b{k}"] = fc(pooled)
-        params["w5"] = self.w5(pooled)
-        params["b5"] = self.b5(pooled)
+        # w5 and b5 set the score's scale and offset in label units: in bf16 an offset near 70 moves in steps of
+        # 0.5, so these two small linear layers run in fp32 under mixed precision
+        with torch.autocast(feat.device.type, enabled=False):
+            params["w5"] = self.w5(pooled.float())
+            params["b5"] = self.b5(pooled.float())
         return params
 
 
@@ -124,7 +127,11 @@ class HyperIQA(nn.Module):
         feats = self.stages(x)
         target_in = torch.cat([branch(f) for branch, f in zip(self.lda, feats)], dim=1)
         params = self.hyper(feats[3])
-        return target_forward(target_in, params, self.dropout, self.training)
+        # backbone, LDA and hyper network may run in bf16/fp16; the target network and the score run in fp32:
+        # bf16 matmuls round a score in [64, 128) to steps of 0.5 label units, ties that SRCC then counts
+        with torch.autocast(x.device.type, enabled=False):
+            params = {k: v.float() for k, v in params.items()}
+            return target_forward(target_in.float(), params, self.dropout, self.training)
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone + LDA, hyper network): the reference trains the second at lr x lr_ratio."""

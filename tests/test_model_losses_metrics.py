@@ -110,3 +110,21 @@ def test_metrics_match_scipy_and_image_means():
     assert correlations(np.ones(5), label[:5])["srcc"] == 0.0
     means = image_means(np.array([1.0, 3.0, 10.0, 20.0]), np.array([0, 0, 1, 1]), 2)
     assert means.tolist() == [2.0, 15.0]
+
+
+def test_bf16_autocast_keeps_scores_in_fp32():
+    # bf16 rounds a score in [64, 128) to steps of 0.5: 16 patches near 70 all scored 70.0 before the target
+    # network and the score ran in fp32
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="resnet_micro", backbone_kwargs={"zero_init_last": False})).eval()
+    x = torch.randn(16, 3, 32, 32)
+    with torch.no_grad():
+        model.hyper.b5.bias += 70 - model(x).mean()
+        fp32 = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = model(x)
+    assert 64 <= fp32.min() and fp32.max() < 128 and fp32.unique().numel() == 16
+    assert bf16.dtype == torch.float32
+    assert bf16.unique().numel() >= 12
+    assert (bf16 - fp32).abs().max() < 1.0
+
