@@ -97,6 +97,9 @@ class ModelConfig:
     pretrained: bool = False  # timm's ImageNet weights (needs internet or a warm hub cache)
     checkpoint: str | None = None  # local .pth/.safetensors backbone weights (offline clusters)
     dropout: float = field(default=0.0, metadata=_check(_open_fraction))  # in the target net; reference: off
+    # where model.dropout acts: after every hidden layer of the target net ("all"), or after the first only
+    # ("first": the reference's one place, p=0.5 there, commented out)
+    dropout_layers: Literal["all", "first"] = "all"
     lda_channels: int = field(default=16, metadata=_check(_positive))  # 16: reference LDA output per stage
     target_in: int = field(default=224, metadata=_check(_positive))  # 224: reference target input size
     hyper_channels: int = field(default=112, metadata=_check(_positive))  # 112: reference
