@@ -97,6 +97,9 @@ class ModelConfig:
     pretrained: bool = False  # timm's ImageNet weights (needs internet or a warm hub cache)
     checkpoint: str | None = None  # local .pth/.safetensors backbone weights (offline clusters)
     dropout: float = field(default=0.0, metadata=_check(_open_fraction))  # in the target net; reference: off
+    # where model.dropout acts: after every hidden layer of the target net ("all"), or after the first only
+    # ("first": the reference's one place, p=0.5 there, commented out)
+    dropout_layers: Literal["all", "first"] = "all"
     lda_channels: int = field(default=16, metadata=_check(_positive))  # 16: reference LDA output per stage
     target_in: int = field(default=224, metadata=_check(_positive))  # 224: reference target input size
     hyper_channels: int = field(default=112, metadata=_check(_positive))  # 112: reference
@@ -124,7 +127,7 @@ class TrainConfig:
     schedule: Literal["step", "cosine"] = "step"  # step: lr / 10^(epoch // 6) as in the reference
     step_size: int = field(default=6, metadata=_check(_positive))  # epochs per step: reference
     step_factor: float = field(default=0.1, metadata=_check(_positive))  # lr multiplier per step: reference
-    warmup_epochs: float = field(default=0.0, metadata=_check(_non_negative))  # cosine: linear warmup length
+    warmup_epochs: float = field(default=0.0, metadata=_check(_non_negative))  # epochs of linear warmup, both schedules
     cosine_floor: float = field(default=0.0, metadata=_check(_fraction))  # cosine: final lr as a fraction of lr
     patience: int = field(default=0, metadata=_check(_non_negative))  # early stop after N epochs w/o val gain; 0=off
     seed: int = 0  # model init, patch sampling, shuffling

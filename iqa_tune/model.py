@@ -23,17 +23,18 @@ from .errors import UserError
 LDA_GRIDS = (8, 4, 2, 1)
 
 
-def target_forward(x: torch.Tensor, params: dict[str, torch.Tensor], dropout: float, training: bool) -> torch.Tensor:
+def target_forward(x: torch.Tensor, params: dict[str, torch.Tensor], dropout: float, training: bool,
+                   dropout_layers: str = "all") -> torch.Tensor:
     """The target network with per-image weights: 4 x (linear + sigmoid [+ dropout]), then linear to one score.
 
     x: (B, target_in); params["w1"]: (B, out, in) etc. One batched matmul per layer instead of the reference's
-    grouped 1x1 convolution; same arithmetic.
+    grouped 1x1 convolution; same arithmetic. Dropout follows every hidden layer ("all") or only the first
+    ("first": the one place the reference has it, commented out).
     """
     h = x
     for k in range(1, 5):
         h = torch.sigmoid(torch.bmm(params[f"w{k}"], h.unsqueeze(-1)).squeeze(-1) + params[f"b{k}"])
-        if dropout > 0:
-            # the reference has this dropout commented out; here it is a hyperparameter
+        if dropout > 0 and (k == 1 or dropout_layers == "all"):
             h = F.dropout(h, p=dropout, training=training)
     return (params["w5"] * h).sum(-1) + params["b5"].squeeze(-1)
 
@@ -88,8 +89,11 @@ class HyperNetwork(nn.Module):
         for k, (conv, fc) in enumerate(zip(self.w_convs, self.b_fcs), start=1):
             params[f"w{k}"] = conv(h).reshape(n, self.dims[k], self.dims[k - 1])
             params[f"b{k}"] = fc(pooled)
-        params["w5"] = self.w5(pooled)
-        params["b5"] = self.b5(pooled)
+        # w5 and b5 set the score's scale and offset in label units: in bf16 an offset near 70 moves in steps of
+        # 0.5, so these two small linear layers run in fp32 under mixed precision
+        with torch.autocast(feat.device.type, enabled=False):
+            params["w5"] = self.w5(pooled.float())
+            params["b5"] = self.b5(pooled.float())
         return params
 
 
@@ -114,6 +118,7 @@ class HyperIQA(nn.Module):
         ])
         self.hyper = HyperNetwork(channels[3], cfg)
         self.dropout = cfg.dropout
+        self.dropout_layers = cfg.dropout_layers
 
     def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = self.backbone(x)
@@ -124,7 +129,11 @@ class HyperIQA(nn.Module):
         feats = self.stages(x)
         target_in = torch.cat([branch(f) for branch, f in zip(self.lda, feats)], dim=1)
         params = self.hyper(feats[3])
-        return target_forward(target_in, params, self.dropout, self.training)
+        # backbone, LDA and hyper network may run in bf16/fp16; the target network and the score run in fp32:
+        # bf16 matmuls round a score in [64, 128) to steps of 0.5 label units, ties that SRCC then counts
+        with torch.autocast(x.device.type, enabled=False):
+            params = {k: v.float() for k, v in params.items()}
+            return target_forward(target_in.float(), params, self.dropout, self.training, self.dropout_layers)
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone + LDA, hyper network): the reference trains the second at lr x lr_ratio."""

@@ -36,19 +36,22 @@ def resolve_device(name: str) -> torch.device:
 
 
 def lr_lambda(cfg, iters_per_epoch: int) -> Callable[[int], float]:
-    """Multiplier of the base lr at iteration ``it`` (stepped per iteration)."""
+    """Multiplier of the base lr at iteration ``it`` (stepped per iteration): a linear warmup over
+    ``warmup_epochs`` (both schedules), then the step or cosine rule. Never above 1."""
     total = cfg.epochs * iters_per_epoch
     warmup = cfg.warmup_epochs * iters_per_epoch
 
+    def warm(it: int) -> float:
+        # capped: with a warmup that is not a whole number of iterations, (it + 1) / warmup passes 1 at its end
+        return min(1.0, (it + 1) / warmup) if it < warmup else 1.0
+
     def step(it: int) -> float:
         # the reference's rule: lr / 10^(epoch // 6), with step size and factor configurable
-        return cfg.step_factor ** ((it // iters_per_epoch) // cfg.step_size)
+        return warm(it) * cfg.step_factor ** ((it // iters_per_epoch) // cfg.step_size)
 
     def cosine(it: int) -> float:
-        if it < warmup:
-            return (it + 1) / warmup
-        progress = min(1.0, (it - warmup) / max(1.0, total - warmup))
-        return cfg.cosine_floor + (1 - cfg.cosine_floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        progress = min(1.0, max(0.0, it - warmup) / max(1.0, total - warmup))
+        return warm(it) * (cfg.cosine_floor + (1 - cfg.cosine_floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     return step if cfg.schedule == "step" else cosine
 

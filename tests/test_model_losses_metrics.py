@@ -6,11 +6,11 @@ from safetensors.torch import save_file
 from scipy import stats
 
 from iqa_tune.backbones import BACKBONES, resolve_backbone
-from iqa_tune.config import ModelConfig
+from iqa_tune.config import ModelConfig, build_run_config
 from iqa_tune.errors import UserError
 from iqa_tune.losses import hyperiqa_loss, pairwise_hinge, ranking_loss
 from iqa_tune.metrics import correlations, image_means
-from iqa_tune.model import build_model
+from iqa_tune.model import build_model, target_forward
 
 
 def _tiny(backbone: str) -> tuple[int, dict]:
@@ -110,3 +110,53 @@ def test_metrics_match_scipy_and_image_means():
     assert correlations(np.ones(5), label[:5])["srcc"] == 0.0
     means = image_means(np.array([1.0, 3.0, 10.0, 20.0]), np.array([0, 0, 1, 1]), 2)
     assert means.tolist() == [2.0, 15.0]
+
+
+def test_bf16_autocast_keeps_scores_in_fp32():
+    # bf16 rounds a score in [64, 128) to steps of 0.5: 16 patches near 70 all scored 70.0 before the target
+    # network and the score ran in fp32
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="resnet_micro", backbone_kwargs={"zero_init_last": False})).eval()
+    x = torch.randn(16, 3, 32, 32)
+    with torch.no_grad():
+        model.hyper.b5.bias += 70 - model(x).mean()
+        fp32 = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = model(x)
+    assert 64 <= fp32.min() and fp32.max() < 128 and fp32.unique().numel() == 16
+    assert bf16.dtype == torch.float32
+    assert bf16.unique().numel() >= 12
+    assert (bf16 - fp32).abs().max() < 1.0
+
+
+def _target_params(batch: int, dims: list[int]) -> dict[str, torch.Tensor]:
+    params = {}
+    for k in range(1, 5):
+        params[f"w{k}"] = torch.randn(batch, dims[k], dims[k - 1])
+        params[f"b{k}"] = torch.randn(batch, dims[k])
+    params["w5"], params["b5"] = torch.randn(batch, dims[4]), torch.randn(batch, 1)
+    return params
+
+
+def test_dropout_layers_first_drops_after_the_first_hidden_layer_only():
+    torch.manual_seed(0)
+    x, params = torch.randn(4, 8), _target_params(4, [8, 6, 5, 4, 3])
+
+    def run(p, layers, training, w2=None):
+        torch.manual_seed(1)
+        return target_forward(x, {**params, **({"w2": w2} if w2 is not None else {})}, p, training, layers)
+
+    evaluated = run(0.9, "first", training=False)
+    assert torch.equal(run(0.0, "first", training=True), evaluated)  # p 0: train mode is eval mode
+    assert not torch.allclose(run(0.9, "first", training=True), evaluated)  # layer 1 is dropped
+    # with w2 = 0 layer 2 ignores layer 1, so any remaining change would come from dropout after layers 2-4
+    zero = torch.zeros_like(params["w2"])
+    assert torch.equal(run(0.9, "first", True, zero), run(0.9, "first", False, zero))
+    assert not torch.allclose(run(0.9, "all", True, zero), run(0.9, "all", False, zero))
+
+
+def test_dropout_layers_is_a_checked_model_key():
+    assert build_model(ModelConfig(backbone="resnet_micro", dropout_layers="first")).dropout_layers == "first"
+    assert build_run_config({"model": {"dropout_layers": "first"}}).model.dropout_layers == "first"
+    with pytest.raises(UserError, match="dropout_layers: must be one of 'all' | 'first'"):
+        build_run_config({"model": {"dropout_layers": "second"}})

@@ -1,5 +1,8 @@
 """The solver alone (no Ray): resumable, early stopping on val, both parameter groups train, the lr rules."""
 
+from contextlib import nullcontext
+
+import numpy as np
 import pytest
 import torch
 
@@ -60,6 +63,36 @@ def test_step_and_cosine_rules():
     assert cos(0) == pytest.approx(0.1) and cos(9) == pytest.approx(1.0)
     assert cos(10) == pytest.approx(1.0) and cos(39) == pytest.approx(0.1, abs=0.01)
     assert all(cos(i) >= cos(i + 1) for i in range(10, 39))
+
+
+def test_warmup_on_both_schedules_never_above_one():
+    step = lr_lambda(TrainConfig(schedule="step", epochs=16, step_size=2, warmup_epochs=1), iters_per_epoch=10)
+    assert [step(i) for i in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])  # linear ramp over epoch 1
+    assert [step(e * 10) for e in (1, 2, 3, 4, 15)] == pytest.approx([1, 0.1, 0.1, 0.01, 1e-7])  # lr / 10^(e // 2)
+    for schedule in ("step", "cosine"):
+        # 3.5 warmup iterations: (it + 1) / 3.5 is 1.14 at the last one
+        rule = lr_lambda(TrainConfig(schedule=schedule, epochs=4, warmup_epochs=0.35), iters_per_epoch=10)
+        values = [rule(i) for i in range(40)]
+        assert max(values) == pytest.approx(1.0) and max(values) <= 1.0
+        assert values[:4] == pytest.approx([1 / 3.5, 2 / 3.5, 3 / 3.5, 1.0])
+    cos = lr_lambda(TrainConfig(schedule="cosine", epochs=4, warmup_epochs=0.35, cosine_floor=0.2), iters_per_epoch=10)
+    assert cos(39) == pytest.approx(0.2, abs=0.01) and cos(10**6) == pytest.approx(0.2)
+
+
+def test_bf16_evaluation_scores_are_not_rounded(data):
+    # bf16 rounds scores in [64, 128) to steps of 0.5; per-image means of 2 crops then land on a 0.25 grid
+    solver = Solver(build_run_config({**SMALL, "train": {**SMALL["train"], "precision": "bf16", "device": "cpu"}}),
+                    data)
+    bf16 = solver.autocast
+    solver.autocast = nullcontext
+    with torch.no_grad():
+        solver.model.hyper.b5.bias += 70 - solver.evaluate("val")[1].mean()
+    _, fp32 = solver.evaluate("val")
+    solver.autocast = bf16
+    _, mixed = solver.evaluate("val")
+    assert 64 <= fp32.min() and fp32.max() < 128 and len(np.unique(fp32)) == len(fp32)
+    assert len(np.unique(mixed)) >= 0.75 * len(mixed)
+    assert np.abs(mixed - fp32).max() < 1.0
 
 
 def test_gpu_path_options_run_on_cpu_and_throughput_is_measured(tmp_path):
