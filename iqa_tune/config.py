@@ -366,6 +366,7 @@ INERT_WHEN: dict[str, tuple[str, tuple, str]] = {
     "train.cosine_floor": ("train.schedule", ("step",), "a step schedule has no cosine floor"),
     "train.step_size": ("train.schedule", ("cosine",), "a cosine schedule has no steps"),
     "train.step_factor": ("train.schedule", ("cosine",), "a cosine schedule has no steps"),
+    "model.dropout_layers": ("model.dropout", (0.0,), "model.dropout = 0 turns dropout off"),
 }
 
 
