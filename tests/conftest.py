@@ -37,3 +37,30 @@ def koniq_like_csv(folder: Path, n: int, size=(1024, 768)) -> Path:
         rows.append(f"images/{i:04d}.jpg,{100 * i / max(n - 1, 1):.3f},{i}")
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
     return folder
+
+
+def write_image(path: Path, w: int = 64, h: int = 48, seed: int = 0) -> None:
+    """A random RGB PNG (or whatever the suffix says)."""
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+
+
+def write_livec(root: Path, names: list[str], mos=None, names_key: str = "AllImages_release", size=(64, 48)) -> Path:
+    """A LIVE Challenge release: Data/AllImages_release.mat (N x 1 cell of names), Data/AllMOS_release.mat (1 x N),
+    and Images/ holding every name but the first 7 (the trial images, dropped by convention)."""
+    import numpy as np
+    from scipy.io import savemat
+
+    for n in names[7:]:
+        write_image(root / "Images" / n, *size)
+    (root / "Data").mkdir(parents=True)
+    cell = np.empty((len(names), 1), dtype=object)
+    for i, n in enumerate(names):
+        cell[i, 0] = np.array([n])
+    savemat(root / "Data/AllImages_release.mat", {names_key: cell})
+    mos = np.arange(len(names), dtype=float) if mos is None else mos
+    savemat(root / "Data/AllMOS_release.mat", {"AllMOS_release": mos[None, :]})
+    return root

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from scipy.io import savemat
 
 from iqa_tune.cache import decode
 
-from .conftest import cli
+from .conftest import cli, write_livec
 
 SPLIT = {"train": 0.4, "val": 0.3, "test": 0.3}  # 10 images -> 4/3/3: val and test can be scored
 
@@ -90,18 +89,8 @@ def koniq(tmp: Path, n=10, set_column=None, sets_file=None, header_only=False) -
 
 
 def livec(tmp: Path, names=None, mos=None, names_key="AllImages_release") -> Path:
-    root = tmp / "livec"
     names = names if names is not None else [f"t{i}.bmp" for i in range(7)] + [f"{i}.bmp" for i in range(10)]
-    for n in names[7:]:
-        image(root / "Images" / n)
-    (root / "Data").mkdir(parents=True)
-    cell = np.empty((len(names), 1), dtype=object)
-    for i, n in enumerate(names):
-        cell[i, 0] = np.array([n])
-    savemat(root / "Data/AllImages_release.mat", {names_key: cell})
-    mos = np.arange(len(names), dtype=float) if mos is None else mos
-    savemat(root / "Data/AllMOS_release.mat", {"AllMOS_release": mos[None, :]})
-    return root
+    return write_livec(tmp / "livec", names, mos, names_key, size=(40, 40))
 
 
 SETS = ["training"] * 4 + ["validation"] * 3 + ["test"] * 3

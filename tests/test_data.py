@@ -6,14 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from scipy.io import savemat
 
 from iqa_tune.cache import build_or_open
 from iqa_tune.config import DataConfig, SplitConfig
 from iqa_tune.datasets import load_catalog, split_catalog
 from iqa_tune.patches import EvalPatches, TrainPatches
 
-from .conftest import cli
+from .conftest import cli, write_livec
 
 
 def _image(path: Path, w=64, h=48, seed=0):
@@ -54,16 +53,8 @@ def test_koniq_labels_official_split_and_default_resize(tmp_path):
 
 
 def test_livec_drops_the_seven_trial_images(tmp_path):
-    root = tmp_path / "livec"
     names = [f"t{i}.bmp" for i in range(7)] + [f"{i}.bmp" for i in range(5)]
-    for n in names[7:]:
-        _image(root / "Images" / n)
-    (root / "Data").mkdir(parents=True)
-    cell = np.empty((len(names), 1), dtype=object)
-    for i, n in enumerate(names):
-        cell[i, 0] = np.array([n])
-    savemat(root / "Data/AllImages_release.mat", {"AllImages_release": cell})
-    savemat(root / "Data/AllMOS_release.mat", {"AllMOS_release": np.arange(len(names), dtype=float)[None, :]})
+    root = write_livec(tmp_path / "livec", names)
     cat = load_catalog(DataConfig(dataset="livec", root=str(root)))
     assert cat.paths == [f"Images/{i}.bmp" for i in range(5)]
     assert cat.scores.tolist() == [7, 8, 9, 10, 11]
