@@ -1,7 +1,7 @@
 """``iqa-tune run space.yaml``: the study on Ray Tune, driver side.
 
 With ``iqa_tune.scheduler`` (ASHA), the one module of ``iqa_tune`` that imports Ray; the trial side is
-``trainables/hyperiqa.py``. Ray's API has moved several times (``_train``, ``session.report``, now
+``iqa_tune.trainables.hyperiqa`` (trainables/hyperiqa.py). Ray's API has moved several times (``_train``, ``session.report``, now
 ``tune.report``); keeping every driver-side Ray call here makes the next move one file. Uses Ray Tune's current
 API (``ray.tune.Tuner``, ``tune.RunConfig``): ``ray.train.RunConfig`` crashes a Tuner in current Ray.
 """
@@ -174,7 +174,7 @@ def prebuild_caches(space: Space, console: Console) -> None:
 
 
 def build_tuner(space: Space, exp_dir: Path, resume: bool, callbacks: list):
-    from trainables.hyperiqa import hyperiqa_trainable
+    from .trainables.hyperiqa import hyperiqa_trainable
 
     s = space.study
     scheduler = make_scheduler(s.scheduler.type, exp_dir, space.max_epochs, s.scheduler.grace_period,

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports.build import build_report
-from reports.ranking import add_uncertainty, bootstrap_srcc, group_split_seeds, paired_bootstrap, rank_trials
+from iqa_tune.reports.build import build_report
+from iqa_tune.reports.ranking import add_uncertainty, bootstrap_srcc, group_split_seeds, paired_bootstrap, rank_trials
 
 
 def _epochs(rows):
