@@ -25,6 +25,7 @@ from .errors import UserError, naming
 from .live import LiveTable, TrialRow
 from .prepare import prepare_data
 from .space import Space, expand, load_space, trial_config, trial_count, with_resolved_paths
+from .versions import collect as collect_versions
 
 # Tune warns about frequent experiment snapshots when trials report fast; our snapshots are small local files
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "3600")
@@ -290,7 +291,7 @@ def _fit(space: Space, space_file: str, exp_dir: Path, resume: bool, progress: S
     _log_to_file(exp_dir)
     records.write_study_settings(exp_dir, {"source": str(space_file), "metric": space.study.metric,
                                            "mode": space.study.mode, "max_epochs": space.max_epochs,
-                                           "trials": space.num_trials})
+                                           "trials": space.num_trials, "versions": collect_versions()})
     connect(address, dashboard["dashboard"], dashboard["host"], dashboard["port"], console, exp_dir)
     try:
         preflight(space)

@@ -102,3 +102,7 @@ def test_installed_command_validates_and_runs_a_shipped_space_by_name(venv, tmp_
     _run([command, "run", "one.yaml", "--no-dashboard"], cwd=tmp_path, env=env)
     ranking = pd.read_csv(tmp_path / "results/one/report/ranking.csv")
     assert list(ranking["ended"]) == ["completed"]
+    versions = yaml.safe_load((tmp_path / "results/one/study.yaml").read_text())["versions"]
+    assert versions["git"].startswith("not a git checkout") and versions["torch"]
+    footer = (tmp_path / "results/one/report/ranking.md").read_text().strip().splitlines()[-1]
+    assert f"torch {versions['torch']}" in footer
