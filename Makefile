@@ -17,10 +17,10 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/iqa-tune run search_spaces/demo.yaml --name demo-$$(date +%Y%m%d-%H%M%S)
+	$(BIN)/iqa-tune run demo --name demo-$$(date +%Y%m%d-%H%M%S)
 
 train-demo: $(STAMP)
-	$(BIN)/iqa-tune train configs/demo_train.yaml
+	$(BIN)/iqa-tune train demo_train
 
 lint: $(STAMP)
 	$(BIN)/ruff check iqa_tune trainables reports tests

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import __version__
 from .errors import UserError, naming
 
 BENCH_SECTIONS = ("data", "tune", "asha", "memory", "gpu")  # iqa_tune.bench.SECTIONS, without importing torch
@@ -13,10 +14,12 @@ BENCH_SECTIONS = ("data", "tune", "asha", "memory", "gpu")  # iqa_tune.bench.SEC
 
 def _train(args) -> int:
     from .config import load_run_config
+    from .shipped import resolve
     from .train import run_train
 
-    cfg = load_run_config(args.config)
-    with naming(args.config):
+    path = resolve(args.config, "config")
+    cfg = load_run_config(path)
+    with naming(path):
         run_train(cfg)
     return 0
 
@@ -31,18 +34,26 @@ def _demo_data(args) -> int:
 
 
 def _validate(args) -> int:
+    from .shipped import resolve
     from .space import describe, load_space
 
-    print(describe(load_space(args.space)))
+    print(describe(load_space(resolve(args.space, "space"))))
+    return 0
+
+
+def _spaces(args) -> int:
+    from .shipped import listing
+
+    print(listing())
     return 0
 
 
 def _run(args) -> int:
-    from reports.build import build_report
-
+    from .reports.build import build_report
+    from .shipped import resolve
     from .study import run_study
 
-    code, exp_dir = run_study(args.space, address=args.address, name=args.name, storage=args.storage,
+    code, exp_dir = run_study(resolve(args.space, "space"), address=args.address, name=args.name, storage=args.storage,
                               resume=args.resume, dashboard=not args.no_dashboard,
                               dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
     if code in (0, 1):  # finished, even if every trial errored: the report says why
@@ -51,7 +62,7 @@ def _run(args) -> int:
 
 
 def _report(args) -> int:
-    from reports.build import build_report
+    from .reports.build import build_report
 
     build_report(Path(args.experiment), out=Path(args.out) if args.out else None, metric=args.metric)
     return 0
@@ -65,22 +76,28 @@ def _bench(args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="iqa-tune", description="Hyperparameter studies of HyperIQA on Ray Tune.")
+    p.add_argument("--version", action="version", version=f"iqa-tune {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("train", help="train one configuration (no Ray)")
-    s.add_argument("config", help="run config YAML (the study schema without search/study sections)")
+    s.add_argument("config", help="run config YAML (the study schema without search/study sections), or the name "
+                                  "of a shipped one (iqa-tune spaces)")
     s.set_defaults(fn=_train)
 
     s = sub.add_parser("demo-data", help="build the embedded demo dataset")
     s.add_argument("--out", help="folder (default: the cache folder, where demo configs look)")
     s.set_defaults(fn=_demo_data)
 
+    space_help = "space YAML, or the name of a shipped space (iqa-tune spaces)"
     s = sub.add_parser("validate", help="check a space.yaml without starting Ray")
-    s.add_argument("space")
+    s.add_argument("space", help=space_help)
     s.set_defaults(fn=_validate)
 
+    s = sub.add_parser("spaces", help="list the shipped spaces and configs, usable by name")
+    s.set_defaults(fn=_spaces)
+
     s = sub.add_parser("run", help="run a study on Ray Tune")
-    s.add_argument("space")
+    s.add_argument("space", help=space_help)
     s.add_argument("--address", help="join a cluster: 'auto' after 'ray start --head', or ray://host:10001")
     s.add_argument("--name", help="study name (default: study.name in the file)")
     s.add_argument("--storage", help="results folder (default: study.storage in the file)")

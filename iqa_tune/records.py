@@ -30,8 +30,9 @@ PARAMS_FILE = "params.json"  # Tune: the trial's searched values
 ERROR_FILE = "error.txt"  # Tune: why a trial errored
 PREDICTIONS_FILE = "test_predictions.npz"  # per-image test predictions at the best epoch
 STATE_FILE = "best.pt"  # solver state at the best epoch
+VERSIONS_FILE = "versions.json"  # iqa-tune train: what ran (iqa_tune.versions.collect)
 # files of a study folder
-STUDY_FILE = "study.yaml"  # what the driver recorded: source, metric, mode, max epochs, trials
+STUDY_FILE = "study.yaml"  # what the driver recorded: source, metric, mode, max epochs, trials, versions
 TRIAL_STATUS_FILE = "trial_status.json"  # the driver's last view of each trial's status
 HP_PREFIX = "hp."  # searched values in the tables: hp.loss.alpha
 
@@ -126,6 +127,11 @@ def write_run_files(out: Path, config: dict, split: dict) -> None:
     (out / SPLIT_FILE).write_text(json.dumps(split))
 
 
+def write_versions(out: Path, versions: dict) -> None:
+    """What ran (iqa-tune, git commit, libraries, GPU), next to a run's results."""
+    (out / VERSIONS_FILE).write_text(json.dumps(versions, indent=1) + "\n")
+
+
 def save_predictions(path: Path, paths: list[str], labels: np.ndarray, pred: np.ndarray, epoch: int) -> None:
     np.savez(path, path=np.array(paths), label=labels, pred=pred, epoch=epoch)
 
@@ -149,7 +155,7 @@ def write_study_settings(exp_dir: Path, settings: dict) -> None:
 
 
 def study_settings(exp_dir: Path) -> dict:
-    """What ``iqa-tune run`` recorded (source, metric, mode, max epochs, trials), or {}."""
+    """What ``iqa-tune run`` recorded (source, metric, mode, max epochs, trials, versions), or {}."""
     path = exp_dir / STUDY_FILE
     return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 

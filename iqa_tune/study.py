@@ -1,27 +1,31 @@
 """``iqa-tune run space.yaml``: the study on Ray Tune, driver side.
 
 With ``iqa_tune.scheduler`` (ASHA), the one module of ``iqa_tune`` that imports Ray; the trial side is
-``trainables/hyperiqa.py``. Ray's API has moved several times (``_train``, ``session.report``, now
+``iqa_tune.trainables.hyperiqa`` (trainables/hyperiqa.py). Ray's API has moved several times (``_train``, ``session.report``, now
 ``tune.report``); keeping every driver-side Ray call here makes the next move one file. Uses Ray Tune's current
 API (``ray.tune.Tuner``, ``tune.RunConfig``): ``ray.train.RunConfig`` crashes a Tuner in current Ray.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
-from . import records
+from . import CHECKOUT, SUBPACKAGES, records
 from .errors import UserError, naming
 from .live import LiveTable, TrialRow
 from .prepare import prepare_data
 from .space import Space, expand, load_space, trial_config, trial_count, with_resolved_paths
+from .versions import collect as collect_versions
 
 # Tune warns about frequent experiment snapshots when trials report fast; our snapshots are small local files
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "3600")
@@ -115,16 +119,48 @@ class StudyProgress(tune.Callback):
 # cluster
 
 
-def connect(address: str | None, dashboard: bool, host: str, port: int, console: Console) -> None:
-    """Join a cluster, or start a local one with the dashboard on ``host:port``; say how to open it."""
+def code_for_workers(tmp: Path) -> str:
+    """This package in its installed layout (``iqa_tune.reports`` and ``iqa_tune.trainables`` inside), for Ray's
+    ``py_modules``: an installed package is that already; a source checkout's is copied into ``tmp``."""
+    package = Path(__file__).resolve().parent
+    if all((package / name / "__init__.py").is_file() for name in SUBPACKAGES):
+        return str(package)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    out = tmp / package.name
+    shutil.copytree(package, out, ignore=skip)
+    for name in SUBPACKAGES:
+        shutil.copytree(Path(CHECKOUT) / name, out / name, ignore=skip)
+    return str(out)
+
+
+@contextlib.contextmanager
+def _working_in(folder: Path) -> Iterator[None]:
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def connect(address: str | None, dashboard: bool, host: str, port: int, console: Console, exp_dir: Path) -> None:
+    """Join a cluster, or start a local one with the dashboard on ``host:port``; say how to open it.
+
+    Either way the driver's own code goes to every worker (Ray's runtime environment, ``py_modules``): trials
+    import the same iqa_tune as the driver, and a worker node needs only the dependencies installed. Ray also puts
+    the driver's current folder first on every worker's ``sys.path``; started from a source checkout, that would
+    be whatever checkout sits at that path on the worker's node, so ray.init runs in the study folder instead."""
     kwargs = dict(log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
-    if address:
-        ctx = ray.init(address=address, **kwargs)
-    else:
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            console.print(f"[bold yellow]warning:[/] the dashboard listens on {host}: anyone who can reach it can "
-                          "submit jobs, i.e. run code on this cluster. Prefer 127.0.0.1 and an SSH tunnel.")
-        ctx = ray.init(include_dashboard=dashboard, dashboard_host=host, dashboard_port=port, **kwargs)
+    with tempfile.TemporaryDirectory(prefix="iqa-tune-code-") as tmp, _working_in(exp_dir):
+        # ray.init uploads the code before it returns
+        kwargs["runtime_env"] = {"py_modules": [code_for_workers(Path(tmp))], "excludes": ["__pycache__"]}
+        if address:
+            ctx = ray.init(address=address, **kwargs)
+        else:
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                console.print(f"[bold yellow]warning:[/] the dashboard listens on {host}: anyone who can reach it "
+                              "can submit jobs, i.e. run code on this cluster. Prefer 127.0.0.1 and an SSH tunnel.")
+            ctx = ray.init(include_dashboard=dashboard, dashboard_host=host, dashboard_port=port, **kwargs)
     url = getattr(ctx, "dashboard_url", None)
     if url:
         console.print(f"Ray dashboard: [link=http://{url}]http://{url}[/link]")
@@ -174,7 +210,7 @@ def prebuild_caches(space: Space, console: Console) -> None:
 
 
 def build_tuner(space: Space, exp_dir: Path, resume: bool, callbacks: list):
-    from trainables.hyperiqa import hyperiqa_trainable
+    from .trainables.hyperiqa import hyperiqa_trainable
 
     s = space.study
     scheduler = make_scheduler(s.scheduler.type, exp_dir, space.max_epochs, s.scheduler.grace_period,
@@ -255,8 +291,8 @@ def _fit(space: Space, space_file: str, exp_dir: Path, resume: bool, progress: S
     _log_to_file(exp_dir)
     records.write_study_settings(exp_dir, {"source": str(space_file), "metric": space.study.metric,
                                            "mode": space.study.mode, "max_epochs": space.max_epochs,
-                                           "trials": space.num_trials})
-    connect(address, dashboard["dashboard"], dashboard["host"], dashboard["port"], console)
+                                           "trials": space.num_trials, "versions": collect_versions()})
+    connect(address, dashboard["dashboard"], dashboard["host"], dashboard["port"], console, exp_dir)
     try:
         preflight(space)
         console.print(f"study [bold]{escape(space.study.name)}[/]: {escape(trial_count(space))} trials, "

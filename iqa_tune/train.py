@@ -1,7 +1,7 @@
 """``iqa-tune train CONFIG.yaml``: one configuration, no Ray, the same schema as one trial of a study.
 
 Writes into OUT_DIR/NAME/ (file names in :mod:`iqa_tune.records`): ``config.yaml`` (resolved), ``split.json``,
-``metrics.jsonl`` (one line per epoch, appended as it goes, so an interrupted run keeps what it computed),
+``versions.json`` (iqa-tune, git commit, libraries, GPU), ``metrics.jsonl`` (one line per epoch, appended as it goes, so an interrupted run keeps what it computed),
 ``best.pt`` (state at the best val epoch) and ``test_predictions.npz`` (per-image test predictions of that epoch).
 """
 
@@ -23,6 +23,7 @@ from . import records
 from .config import RunConfig
 from .errors import UserError
 from .prepare import PreparedData, prepare_data
+from .versions import collect as collect_versions
 
 if TYPE_CHECKING:
     from .solver import Solver
@@ -95,6 +96,7 @@ def run_train(cfg: RunConfig, console: Console | None = None) -> tuple[Path, dic
         f"output {out}"))
     try:
         data.write_run_files(out, cfg)
+        records.write_versions(out, collect_versions())
         last = _fit(console, solver, data, out)
     except BaseException:
         log = out / records.METRICS_FILE

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from iqa_tune.errors import UserError
 from iqa_tune.records import HP_PREFIX, load_experiment, load_predictions, study_settings
+from iqa_tune.versions import summary
 
 from .ranking import add_uncertainty, group_split_seeds, marginals, rank_trials
 
@@ -142,7 +143,12 @@ def plots(epochs: pd.DataFrame, ranking: pd.DataFrame, metric: str, out: Path) -
     return files
 
 
-def to_html(sections: list[tuple[str, str]], pictures: list[Path], title: str) -> str:
+def footer(versions: dict | None) -> str:
+    """The report's last line: what ran the study (recorded by ``iqa-tune run`` in study.yaml)."""
+    return f"Ran with {summary(versions)}." if versions else "Versions not recorded (a study of an older iqa-tune)."
+
+
+def to_html(sections: list[tuple[str, str]], pictures: list[Path], title: str, last_line: str = "") -> str:
     """Tables as HTML, pictures inlined as data URIs: one file that opens offline."""
     parts = [f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
@@ -154,6 +160,8 @@ def to_html(sections: list[tuple[str, str]], pictures: list[Path], title: str) -
         data = base64.b64encode(p.read_bytes()).decode()
         parts.append(f'<h2>{html.escape(p.stem)}</h2><img alt="{html.escape(p.name)}" '
                      f'src="data:image/png;base64,{data}">')
+    if last_line:
+        parts.append(f"<hr><footer>{html.escape(last_line)}</footer>")
     return "\n".join(parts)
 
 
@@ -172,7 +180,8 @@ def compute_tables(exp_dir: Path, metric: str | None = None) -> dict:
              if (p := load_predictions(path)) is not None}
     ranking = add_uncertainty(ranking, preds)
     return {"metric": metric, "mode": mode, "epochs": epochs, "ranking": ranking,
-            "groups": group_split_seeds(ranking, metric, mode), "marginals": marginals(ranking, metric, mode)}
+            "groups": group_split_seeds(ranking, metric, mode), "marginals": marginals(ranking, metric, mode),
+            "versions": settings.get("versions")}
 
 
 def build_report(exp_dir: Path, out: Path | None = None, metric: str | None = None,
@@ -199,9 +208,10 @@ def build_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
         if df is not None and not df.empty:
             md += [f"\n## {heading}\n", to_markdown(df, list(df.columns))]
             sections.append((heading, df.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="n/a")))
-    (out / "ranking.md").write_text("\n".join(md) + "\n")
+    last_line = footer(r["versions"])
+    (out / "ranking.md").write_text("\n".join(md) + f"\n\n---\n{last_line}\n")
     pictures = plots(r["epochs"], ranking, metric, out)
-    (out / "index.html").write_text(to_html(sections, pictures, f"{exp_dir.name}: study report"))
+    (out / "index.html").write_text(to_html(sections, pictures, f"{exp_dir.name}: study report", last_line))
     console.print(to_rich(terminal_view(ranking, metric), None, f"{exp_dir.name}: ranked by {metric} at each trial's best epoch"))
     if r["marginals"] is not None and not r["marginals"].empty:
         console.print(to_rich(r["marginals"], list(r["marginals"].columns), "marginals"))

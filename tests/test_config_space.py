@@ -3,6 +3,7 @@
 import pytest
 import yaml
 
+from iqa_tune import __version__
 from iqa_tune.config import build_run_config
 from iqa_tune.errors import UserError
 from iqa_tune.space import load_space
@@ -67,6 +68,27 @@ def test_validate_cli_counts_trials_and_rejects_bad_files(tmp_path):
     assert bad.returncode == 2 and "lo (2) must be < hi (1)" in bad.stderr and "Traceback" not in bad.stderr
     missing = cli("validate", tmp_path / "nope.yaml")
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_shipped_files_are_found_by_name_and_listed(tmp_path):
+    by_name = cli("validate", "demo", cwd=tmp_path)  # outside the checkout: the shipped file, not ./demo
+    assert by_name.returncode == 0 and str(ROOT / "search_spaces/demo.yaml") in by_name.stdout
+    assert cli("validate", "koniq_swin.yaml", cwd=tmp_path).returncode == 0
+    unknown = cli("validate", "koniq_swim", cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert "did you mean 'koniq_swin'" in unknown.stderr and "demo, koniq_swin, seed_alpha" in unknown.stderr
+    train = cli("train", "demo", cwd=tmp_path)  # a space's name is not a run config's
+    assert train.returncode == 2 and "shipped configs: demo_train" in train.stderr
+    listing = cli("spaces", cwd=tmp_path).stdout.splitlines()
+    assert any(line.split()[0] == "demo" and "demo data" in line for line in listing[1:])
+    assert any(line.split()[0] == "demo_train" for line in listing)
+    (tmp_path / "demo").write_text("not: [a space")  # an existing path is always that path
+    assert "not valid YAML" in cli("validate", "demo", cwd=tmp_path).stderr
+
+
+def test_version():
+    out = cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"iqa-tune {__version__}"
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "seed_alpha.yaml", "koniq_swin.yaml"])

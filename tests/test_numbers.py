@@ -12,9 +12,9 @@ import yaml
 
 from iqa_tune.errors import UserError
 from iqa_tune.metrics import correlations
+from iqa_tune.reports.build import build_report
+from iqa_tune.reports.ranking import add_uncertainty, group_split_seeds, marginals
 from iqa_tune.space import SPLIT_SEED, expand, load_space
-from reports.build import build_report
-from reports.ranking import add_uncertainty, group_split_seeds, marginals
 
 from .conftest import cli
 

@@ -3,6 +3,7 @@ study metric, the live table's width, and the scheduler's up-front checks. No tr
 
 import dataclasses
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,18 @@ def test_shipped_space_config_is_typed_once():
     space = load_space(str(ROOT / "search_spaces/demo.yaml"))
     assert isinstance(space.base, RunConfig)
     assert dataclasses.asdict(space.base)["model"]["backbone"] == "resnet_micro"
+
+
+def test_versions_name_the_code_and_the_libraries(monkeypatch, tmp_path):
+    from iqa_tune import versions
+
+    got = versions.collect()
+    assert {"iqa_tune", "torch", "timm", "ray", "numpy", "python", "gpu"} <= set(got)
+    assert got["torch"] and got["numpy"]
+    if (ROOT / ".git").exists() and shutil.which("git"):
+        assert len(got["git_commit"]) == 40 and isinstance(got["git_dirty"], bool)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git on this machine: said so, not an error
+    assert versions.collect()["git"] == "unknown: git is not installed"
+    monkeypatch.setattr(versions, "CHECKOUT", str(tmp_path))  # an installed package: no checkout to ask
+    assert versions.collect()["git"].startswith("not a git checkout")
+    assert "torch " + got["torch"] in versions.summary(got)

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports.build import build_report
-from reports.ranking import add_uncertainty, bootstrap_srcc, group_split_seeds, paired_bootstrap, rank_trials
+from iqa_tune.reports.build import build_report
+from iqa_tune.reports.ranking import add_uncertainty, bootstrap_srcc, group_split_seeds, paired_bootstrap, rank_trials
 
 
 def _epochs(rows):
@@ -109,3 +109,21 @@ def test_an_experiment_whose_every_trial_errored_still_reports(tmp_path):
         (exp / name / "error.txt").write_text("Traceback...\nFloatingPointError: non-finite training loss")
     ranking = pd.read_csv(build_report(exp) / "ranking.csv")
     assert (ranking["ended"] == "errored").all() and ranking["reason"].str.contains("non-finite").all()
+
+
+def test_the_report_ends_with_the_versions_the_study_ran_with(tmp_path):
+    from iqa_tune.records import write_study_settings
+    from iqa_tune.versions import collect
+
+    exp = tmp_path / "exp"
+    (exp / "t0").mkdir(parents=True)
+    (exp / "t0/params.json").write_text(json.dumps({"loss.alpha": 1.0}))
+    (exp / "t0/result.json").write_text(json.dumps({"epoch": 1, "val_srcc": 0.5, "test_srcc": 0.4}))
+    versions = {**collect(), "torch": "9.8.7"}
+    write_study_settings(exp, {"metric": "val_srcc", "mode": "max", "versions": versions})
+    out = build_report(exp)
+    for name in ("ranking.md", "index.html"):
+        last = (out / name).read_text().strip().splitlines()[-1]
+        assert "torch 9.8.7" in last and f"Python {versions['python']}" in last
+    (exp / "study.yaml").unlink()
+    assert "not recorded" in (build_report(exp) / "ranking.md").read_text().strip().splitlines()[-1]

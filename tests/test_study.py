@@ -108,7 +108,7 @@ def test_preflight_refuses_a_gpu_on_a_cluster_without_one(tmp_path):
     assert not (tmp_path / "results/g").exists()  # a corrected rerun is not told to --resume
 
 
-def test_two_node_cluster_trials_on_both_nodes_find_their_data(tmp_path):
+def test_two_node_cluster_trials_on_both_nodes_find_their_data_and_the_drivers_code(tmp_path):
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
@@ -122,8 +122,10 @@ def test_two_node_cluster_trials_on_both_nodes_find_their_data(tmp_path):
     finally:
         cluster.shutdown()
     exp = tmp_path / "results/two"
-    nodes = {results(t)[-1]["node_id"] for t in exp.iterdir() if (t / "result.json").exists()}
-    assert len(nodes) == 2
+    last = [results(t)[-1] for t in exp.iterdir() if (t / "result.json").exists()]
+    assert len({r["node_id"] for r in last}) == 2
+    # every trial imported the copy of iqa_tune the driver shipped (Ray's runtime resources), not the checkout
+    assert all("runtime_resources" in r["code"] and str(ROOT) not in r["code"] for r in last), last[0]["code"]
     assert (pd.read_csv(exp / "report/ranking.csv")["ended"] == "completed").all()
 
 

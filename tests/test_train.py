@@ -34,6 +34,9 @@ def test_demo_training_learns_and_writes_its_files(tmp_path):
     assert len(preds["pred"]) == len(split["test"]) and int(preds["epoch"]) == best["epoch"]
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"] == 3
     assert (out / "best.pt").is_file()
+    versions = json.loads((out / "versions.json").read_text())
+    assert {"iqa_tune", "torch", "timm", "ray", "numpy", "python", "gpu"} <= set(versions)
+    assert "git_commit" in versions or "git" in versions
     assert "best val epoch" in run.stdout
 
 

@@ -16,6 +16,7 @@ import ray
 import torch
 from ray import tune
 
+import iqa_tune
 from iqa_tune import records
 from iqa_tune.prepare import prepare_data
 from iqa_tune.solver import Solver
@@ -44,9 +45,10 @@ def hyperiqa_trainable(config: dict, space: Space) -> None:
         data.write_run_files(trial_dir, cfg)
     solver = Solver(cfg, data, select=space.study.metric, mode=space.study.mode)
     _restore(solver)
-    node = ray.get_runtime_context().get_node_id()
+    # where the trial ran and which copy of iqa_tune it imported (the one the driver shipped, see study.connect)
+    where = {"node_id": ray.get_runtime_context().get_node_id(), "code": str(Path(iqa_tune.__file__).parent)}
     for metrics, test_pred in solver.fit():
-        metrics = as_tune_metrics({**metrics, "node_id": node})
+        metrics = as_tune_metrics({**metrics, **where})
         if not metrics["improved"]:
             tune.report(metrics)
             continue
