@@ -24,7 +24,7 @@ BACKBONES: dict[str, tuple[str, dict]] = {
 def fixed_input_size(name: str, kwargs: dict) -> int | None:
     """The one input size a backbone accepts (Swin builds its attention windows for it), or None for any size."""
     timm_name, registered = resolve_backbone(name)
-    if "swin" not in timm_name:
+    if "swin" not in timm_name.partition(".")[0]:
         return None
     size = {**registered, **kwargs}.get("img_size")
     if size is None:
@@ -35,12 +35,22 @@ def fixed_input_size(name: str, kwargs: dict) -> int | None:
 
 
 def resolve_backbone(name: str) -> tuple[str, dict]:
-    """(timm model name, timm kwargs) of a registered name or of any timm model name."""
-    if name in BACKBONES:
-        return BACKBONES[name]
-    import timm  # only for names outside the registry: importing timm costs seconds
+    """(timm model name, timm kwargs) of a registered name or of any timm model name, either with timm's
+    ``.tag`` naming which pretrained weights (``resnet50.tv_in1k``: torchvision's original ImageNet weights, the
+    ones the reference HyperIQA starts from; plain ``resnet50`` is timm's default, the a1_in1k recipe)."""
+    base, _, tag = name.partition(".")
+    if base in BACKBONES and not tag:
+        return BACKBONES[base]
+    import timm  # only for tags and names outside the registry: importing timm costs seconds
 
-    if name in timm.list_models():
-        return name, {}
-    raise UserError(f"model.backbone: unknown backbone {name!r}{did_you_mean(name, BACKBONES)}; "
-                    f"known: {', '.join(BACKBONES)} (or any timm model name with 4 feature stages)")
+    timm_name, kwargs = BACKBONES.get(base, (base, {}))
+    if timm_name not in timm.list_models():
+        raise UserError(f"model.backbone: unknown backbone {base!r}{did_you_mean(base, BACKBONES)}; "
+                        f"known: {', '.join(BACKBONES)} (or any timm model name with 4 feature stages)")
+    if tag:
+        tags = [t.partition(".")[2] for t in timm.list_pretrained(f"{timm_name}.*")]
+        if tag not in tags:
+            raise UserError(f"model.backbone: {timm_name} has no pretrained weights tagged {tag!r}"
+                            f"{did_you_mean(tag, tags)}; its tags: {', '.join(tags) or 'none'}")
+        return f"{timm_name}.{tag}", kwargs
+    return timm_name, kwargs

@@ -160,3 +160,13 @@ def test_dropout_layers_is_a_checked_model_key():
     assert build_run_config({"model": {"dropout_layers": "first"}}).model.dropout_layers == "first"
     with pytest.raises(UserError, match="dropout_layers: must be one of 'all' | 'first'"):
         build_run_config({"model": {"dropout_layers": "second"}})
+
+
+def test_a_timm_pretrained_tag_is_accepted_for_registered_and_timm_names():
+    # resnet50.tv_in1k: torchvision's original ImageNet weights, the reference HyperIQA's starting point
+    assert resolve_backbone("resnet50.tv_in1k") == ("resnet50.tv_in1k", {})
+    assert resolve_backbone("resnet_micro.tv_in1k") == ("resnet18.tv_in1k", {"layers": [1, 1, 1, 1]})
+    with pytest.raises(UserError, match="no pretrained weights tagged 'tv_in1kk' \\(did you mean 'tv_in1k'"):
+        resolve_backbone("resnet50.tv_in1kk")
+    model = build_model(ModelConfig(backbone="resnet50.tv_in1k"))  # architecture from the tagged name
+    assert model.channels == [256, 512, 1024, 2048]
