@@ -11,6 +11,13 @@ import numpy as np
 from scipy import stats
 
 
+def srcc(pred: np.ndarray, label: np.ndarray) -> float:
+    """Spearman's rank correlation, NaN where undefined (see :func:`correlations`)."""
+    if len(pred) < 2 or np.ptp(pred) == 0 or np.ptp(label) == 0:
+        return math.nan
+    return float(stats.spearmanr(pred, label)[0])
+
+
 def correlations(pred: np.ndarray, label: np.ndarray) -> dict[str, float]:
     """SRCC, PLCC and KRCC; NaN where they are undefined (fewer than 2 values, constant predictions or labels).
 
@@ -21,7 +28,7 @@ def correlations(pred: np.ndarray, label: np.ndarray) -> dict[str, float]:
     label = np.asarray(label, dtype=np.float64)
     if len(pred) < 2 or np.ptp(pred) == 0 or np.ptp(label) == 0:
         return {"srcc": math.nan, "plcc": math.nan, "krcc": math.nan}
-    return {"srcc": float(stats.spearmanr(pred, label)[0]), "plcc": float(stats.pearsonr(pred, label)[0]),
+    return {"srcc": srcc(pred, label), "plcc": float(stats.pearsonr(pred, label)[0]),
             "krcc": float(stats.kendalltau(pred, label)[0])}
 
 

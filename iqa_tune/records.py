@@ -180,7 +180,7 @@ def how_it_ended(status: str, last: dict | None, errored: bool = False) -> str:
     """One trial's ending from its status and its last reported row; the live table and the report share it."""
     if errored or status == "ERROR":
         return "errored"
-    if status in ("RUNNING", "PENDING", "PAUSED"):
+    if status in ("RUNNING", "PENDING", "PAUSED", "INTERRUPTED"):
         return status.lower()
     if last is None:
         return "no results"
@@ -239,7 +239,10 @@ def load_experiment(exp_dir: Path):
         hps = {HP_PREFIX + k: v for k, v in json.loads((trial_dir / PARAMS_FILE).read_text()).items()}
         results = read_results(trial_dir)
         error = read_error(trial_dir)
-        ended = how_it_ended(statuses.get(trial_id, ""), results[-1] if results else None, bool(error))
+        status = statuses.get(trial_id, "")
+        # Tune appends to error.txt and never clears it: a retried trial that then finished keeps the file, so
+        # the recorded status decides where there is one
+        ended = how_it_ended(status, results[-1] if results else None, bool(error) and not status)
         predictions = sorted(trial_dir.glob(f"checkpoint_*/{PREDICTIONS_FILE}"))
         trial_rows.append({"trial": trial_id, "ended": ended, "reason": error,
                            "epochs_run": results[-1]["epoch"] if results else 0,

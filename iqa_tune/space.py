@@ -102,7 +102,9 @@ class StudyConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     max_concurrent: int | None = field(default=None, metadata=_check(_positive))  # None: as resources allow
     max_failures: int = field(default=0, metadata=_check(lambda v: None if v >= 0 else "must be >= 0"))
-    search_seed: int | None = 0  # seed of the random sampling of the space; None = different every run
+    # seed of the random sampling of the space; None = a fresh seed, drawn once when the file is loaded and
+    # recorded in study.yaml, so the count printed, the trials run and a resume agree
+    search_seed: int | None = 0
 
 
 @dataclass
@@ -125,6 +127,9 @@ class Dimension:
             return list(self.args)
         if self.kind == "randint":
             return [self.args[0], self.args[1] - 1]
+        if self.kind == "quniform":  # draws are rounded to multiples of q, bounds included
+            lo, hi, q = self.args
+            return [float(np.round(lo / q) * q), float(np.round(hi / q) * q)]
         return [float(a) for a in self.args[:2]]
 
 
@@ -145,7 +150,9 @@ class Space:
 
     @property
     def max_epochs(self) -> int:
-        return self.study.scheduler.max_t or self.base.train.epochs
+        """ASHA's horizon: study.scheduler.max_t, else the longest train.epochs any trial can have."""
+        searched = [max(d.corners()) for d in self.dims if d.path == "train.epochs"]
+        return self.study.scheduler.max_t or max([self.base.train.epochs, *searched])
 
 
 def _parse_leaf(path: str, spec: dict) -> Dimension:
@@ -224,6 +231,8 @@ def load_space(path: str) -> Space:
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
     base = build_run_config(data, str(path))
+    if study.search_seed is None:
+        study.search_seed = int(np.random.SeedSequence().entropy % 2**31)
     seen = set()
     for d in dims:
         if d.path in seen:

@@ -71,11 +71,6 @@ class StudyProgress(tune.Callback):
     def on_step_end(self, iteration, trials, **info):
         self.statuses = {t.trial_id: t.status for t in trials}
 
-    @property
-    def unfinished(self) -> list[str]:
-        """Trials not finished when the loop ended: non-empty after Ctrl-C, empty after a complete study."""
-        return [t for t, s in self.statuses.items() if s not in ("TERMINATED", "ERROR")]
-
     def _rows(self) -> list[TrialRow]:
         dims = [d.path for d in self.space.dims]
         return [TrialRow(t.trial_id, records.how_it_ended(self.statuses.get(t.trial_id, t.status),
@@ -105,6 +100,10 @@ class StudyProgress(tune.Callback):
         self._draw(trials, force=True)
         records.write_trial_status(self.exp_dir, {t.trial_id: t.status for t in trials})
 
+    def on_experiment_end(self, trials, **info):
+        # also reached by the copy Tune restores from tuner.pkl on --resume, which the driver never holds
+        self.stop()
+
     def stop(self) -> None:
         """After the loop: the last statuses on record (unfinished trials as interrupted), the table's last draw."""
         if self.statuses:
@@ -113,6 +112,7 @@ class StudyProgress(tune.Callback):
         if self.table is not None:
             self.table.update(self._rows(), force=True)
             self.table.stop()
+            self.table = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -219,8 +219,11 @@ def build_tuner(space: Space, exp_dir: Path, resume: bool, callbacks: list):
     trainable = tune.with_resources(tune.with_parameters(hyperiqa_trainable, space=space),
                                     {"cpu": s.resources.cpu, "gpu": s.resources.gpu})
     if resume:
-        return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
-                                  resume_errored=False, restart_errored=False, param_space=param_space(space))
+        try:
+            return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
+                                      resume_errored=False, restart_errored=False, param_space=param_space(space))
+        except ValueError as e:  # the space file's search: keys no longer match the study's
+            raise UserError(f"{space.source}: cannot resume {exp_dir} with this space: {e}") from None
     run_config = tune.RunConfig(
         name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0, callbacks=callbacks,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -283,7 +286,7 @@ def run_study(space_file: str, address: str | None = None, name: str | None = No
         console.print("[bold yellow]interrupted[/] before any trial started; nothing was kept: run the same "
                       "command again")
         return 130, exp_dir
-    return _outcome(space, space_file, exp_dir, progress, console), exp_dir
+    return _outcome(space, space_file, exp_dir, console), exp_dir
 
 
 def _fit(space: Space, space_file: str, exp_dir: Path, resume: bool, progress: StudyProgress, console: Console,
@@ -291,7 +294,8 @@ def _fit(space: Space, space_file: str, exp_dir: Path, resume: bool, progress: S
     _log_to_file(exp_dir)
     records.write_study_settings(exp_dir, {"source": str(space_file), "metric": space.study.metric,
                                            "mode": space.study.mode, "max_epochs": space.max_epochs,
-                                           "trials": space.num_trials, "versions": collect_versions()})
+                                           "trials": space.num_trials, "search_seed": space.study.search_seed,
+                                           "versions": collect_versions()})
     connect(address, dashboard["dashboard"], dashboard["host"], dashboard["port"], console, exp_dir)
     try:
         preflight(space)
@@ -306,18 +310,21 @@ def _fit(space: Space, space_file: str, exp_dir: Path, resume: bool, progress: S
         ray.shutdown()
 
 
-def _outcome(space: Space, space_file: str, exp_dir: Path, progress: StudyProgress, console: Console) -> int:
-    """Say how the study ended; the exit code follows: 130 interrupted, 1 when every trial errored, else 0."""
-    if progress.unfinished:
+def _outcome(space: Space, space_file: str, exp_dir: Path, console: Console) -> int:
+    """Say how the study ended, from the study's own record (``trial_status.json``, written at the end of the
+    loop, also by a resumed run); the exit code follows: 130 interrupted, 1 when every trial errored, else 0."""
+    statuses = records.read_trial_status(exp_dir)
+    unfinished = [t for t, s in statuses.items() if s not in ("TERMINATED", "ERROR")]
+    if unfinished:
         resume_cmd = (f"iqa-tune run {space_file} --name {space.study.name} --storage {space.study.storage} "
                       "--resume")
-        console.print(f"[bold yellow]interrupted[/] with {len(progress.unfinished)} trials unfinished; continue "
+        console.print(f"[bold yellow]interrupted[/] with {len(unfinished)} trials unfinished; continue "
                       f"with:\n  {escape(resume_cmd)}")
         return 130
-    errored = [t for t in progress.trials if t.status == "ERROR"]
+    errored = [t for t, s in statuses.items() if s == "ERROR"]
     if not errored:
         return 0
-    reasons = sorted({records.read_error(exp_dir / t.trial_id) or "unknown error" for t in errored})
-    console.print(f"[yellow]{len(errored)} of {len(progress.trials)} trial(s) errored[/]: "
+    reasons = sorted({records.read_error(exp_dir / t) or "unknown error" for t in errored})
+    console.print(f"[yellow]{len(errored)} of {len(statuses)} trial(s) errored[/]: "
                   f"{escape('; '.join(reasons[:3]))}; full text in {escape(str(exp_dir))}/<trial>/error.txt")
-    return 1 if len(errored) == len(progress.trials) else 0
+    return 1 if len(errored) == len(statuses) else 0

@@ -61,4 +61,4 @@ def summary(versions: dict) -> str:
         where = versions.get("git", "git unknown")
     libs = ", ".join(f"{name} {versions.get(name) or 'absent'}" for name in LIBRARIES)
     return (f"iqa-tune {versions.get('iqa_tune')} ({where}), {libs}, Python {versions.get('python')}, "
-            f"GPU {versions.get('gpu') or 'none'}")
+            f"driver GPU {versions.get('gpu') or 'none'}")

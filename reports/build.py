@@ -15,7 +15,8 @@ from rich.table import Table
 from rich.text import Text
 
 from iqa_tune.errors import UserError
-from iqa_tune.records import HP_PREFIX, load_experiment, load_predictions, study_settings
+from iqa_tune.live import SHORT_ENDING
+from iqa_tune.records import HP_PREFIX, SELECTION_METRICS, load_experiment, load_predictions, study_settings
 from iqa_tune.versions import summary
 
 from .ranking import add_uncertainty, group_split_seeds, marginals, rank_trials
@@ -49,7 +50,7 @@ def to_markdown(df: pd.DataFrame, cols: list[str]) -> str:
 def terminal_view(ranking: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The ranking narrowed for an 80-column terminal: the CI in one column, hyperparameters by short name."""
     df = ranking.head(20)
-    view = pd.DataFrame({"#": df["rank"], "trial": df["trial"].str[-5:], "ended": df["ended"].replace({"stopped by ASHA": "ASHA cut", "completed": "done"}),
+    view = pd.DataFrame({"#": df["rank"], "trial": df["trial"].str[-5:], "ended": df["ended"].replace(SHORT_ENDING),
                          "ep": df.get("best_epoch"), metric: df[metric], "test": df.get("test_srcc")})
     view["95% CI"] = [f"{lo:.3f}..{hi:.3f}" if np.isfinite(lo) else "n/a"
                       for lo, hi in zip(df["test_srcc_ci_lo"], df["test_srcc_ci_hi"])]
@@ -168,16 +169,22 @@ def to_html(sections: list[tuple[str, str]], pictures: list[Path], title: str, l
 def compute_tables(exp_dir: Path, metric: str | None = None) -> dict:
     """Everything the report shows, as tables (no output)."""
     settings = study_settings(exp_dir)
-    metric = metric or settings.get("metric", "val_srcc")
-    mode = settings.get("mode", "max")
+    study_metric = settings.get("metric", "val_srcc")
+    if metric and metric not in SELECTION_METRICS:
+        raise UserError(f"--metric: {metric!r} cannot rank trials; choose one of {', '.join(SELECTION_METRICS)} "
+                        "(test metrics are never used to select)")
+    mode = SELECTION_METRICS[metric] if metric and metric != study_metric else settings.get("mode", "max")
+    metric = metric or study_metric
     epochs, trials = load_experiment(exp_dir)
     if trials.empty:
         raise UserError(f"{exp_dir}: no trials found (expected trial folders with params.json)")
     if not epochs.empty and metric not in epochs:
         raise UserError(f"--metric: {metric!r} is not among the reported metrics")
     ranking = rank_trials(epochs, trials, metric, mode)
+    # the saved per-image predictions are those of the study metric's best epoch: intervals for another metric's
+    # epochs would describe the wrong epoch, so they are left out (n/a) then
     preds = {t: p for t, path in zip(trials["trial"], trials["predictions"])
-             if (p := load_predictions(path)) is not None}
+             if (p := load_predictions(path)) is not None} if metric == study_metric else {}
     ranking = add_uncertainty(ranking, preds)
     return {"metric": metric, "mode": mode, "epochs": epochs, "ranking": ranking,
             "groups": group_split_seeds(ranking, metric, mode), "marginals": marginals(ranking, metric, mode),

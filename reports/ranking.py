@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from iqa_tune.metrics import srcc
 from iqa_tune.records import HP_PREFIX, best_index
 
 
@@ -55,13 +55,6 @@ def rank_trials(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str = "val_s
     return df
 
 
-def _srcc(pred: np.ndarray, label: np.ndarray) -> float:
-    """SRCC, NaN when undefined (a constant resample), without scipy's warning."""
-    if np.ptp(pred) == 0 or np.ptp(label) == 0:
-        return math.nan
-    return stats.spearmanr(pred, label)[0]
-
-
 def _interval(label: np.ndarray, statistic, n: int, seed: int, level: float) -> tuple[float, float]:
     """Percentile bootstrap of ``statistic(index)`` over resampled test images; seeded, so reruns agree."""
     idx = np.random.default_rng(seed).integers(0, len(label), size=(n, len(label)))
@@ -76,15 +69,15 @@ def _interval(label: np.ndarray, statistic, n: int, seed: int, level: float) -> 
 def bootstrap_srcc(label: np.ndarray, pred: np.ndarray, n: int = 1000, seed: int = 0,
                    level: float = 0.95) -> tuple[float, float, float]:
     """(SRCC, lo, hi) over test images."""
-    lo, hi = _interval(label, lambda i: _srcc(pred[i], label[i]), n, seed, level)
-    return float(_srcc(pred, label)), lo, hi
+    lo, hi = _interval(label, lambda i: srcc(pred[i], label[i]), n, seed, level)
+    return float(srcc(pred, label)), lo, hi
 
 
 def paired_bootstrap(label: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n: int = 1000,
                      seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
     """(SRCC_a - SRCC_b, lo, hi) resampling the same test images for both: the interval of the difference."""
-    lo, hi = _interval(label, lambda i: _srcc(pred_a[i], label[i]) - _srcc(pred_b[i], label[i]), n, seed, level)
-    return float(_srcc(pred_a, label) - _srcc(pred_b, label)), lo, hi
+    lo, hi = _interval(label, lambda i: srcc(pred_a[i], label[i]) - srcc(pred_b[i], label[i]), n, seed, level)
+    return float(srcc(pred_a, label) - srcc(pred_b, label)), lo, hi
 
 
 def add_uncertainty(ranking: pd.DataFrame, predictions: dict[str, tuple], n: int = 1000,

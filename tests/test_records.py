@@ -2,6 +2,7 @@
 study metric, the live table's width, and the scheduler's up-front checks. No training."""
 
 import dataclasses
+import json
 import math
 import shutil
 from pathlib import Path
@@ -121,3 +122,43 @@ def test_versions_name_the_code_and_the_libraries(monkeypatch, tmp_path):
     monkeypatch.setattr(versions, "CHECKOUT", str(tmp_path))  # an installed package: no checkout to ask
     assert versions.collect()["git"].startswith("not a git checkout")
     assert "torch " + got["torch"] in versions.summary(got)
+
+
+def test_recorded_status_decides_how_a_trial_ended(tmp_path):
+    exp = tmp_path / "exp"
+    rows = {"epoch": 1, "val_srcc": 0.5, "max_epochs": 3}
+    for name in ("retried", "cut", "stopped"):
+        (exp / name).mkdir(parents=True)
+        (exp / name / records.PARAMS_FILE).write_text('{"loss.alpha": 1.0}')
+        (exp / name / records.RESULT_FILE).write_text(json.dumps(rows) + "\n")
+    # Tune keeps error.txt of a retried trial that then finished: the recorded status wins
+    (exp / "retried" / records.ERROR_FILE).write_text("Traceback...\nRuntimeError: first try")
+    records.write_trial_status(exp, {"retried": "TERMINATED", "cut": "TERMINATED", "stopped": "INTERRUPTED"})
+    _, trials = records.load_experiment(exp)
+    ended = dict(zip(trials["trial"], trials["ended"]))
+    assert ended == {"retried": "stopped by ASHA", "cut": "stopped by ASHA", "stopped": "interrupted"}
+
+
+def test_asha_horizon_covers_a_searched_epoch_count(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("model: {backbone: resnet_micro}\ntrain: {epochs: 4}\n"
+                    "search: {train.epochs: {grid: [4, 12]}}\n")
+    assert load_space(str(path)).max_epochs == 12
+
+
+def test_quniform_is_validated_at_its_rounded_bounds(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("model: {backbone: resnet_micro}\nsearch: {train.lr: {quniform: [1.0e-5, 1.0e-3, 1.0e-4]}}\n")
+    with pytest.raises(UserError, match=r"search.train.lr value 0.0: train.lr: must be > 0"):
+        load_space(str(path))
+
+
+def test_an_unseeded_search_draws_its_seed_once(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("model: {backbone: resnet_micro}\nsearch: {model.dropout: {choice: [0.0, 0.1, 0.2]}}\n"
+                    "study: {num_samples: 6, search_seed: null}\n")
+    space = load_space(str(path))
+    assert isinstance(space.study.search_seed, int)
+    from iqa_tune.space import expand
+
+    assert expand(space).points == expand(space).points  # the count printed is the trials run

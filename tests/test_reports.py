@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from iqa_tune.errors import UserError
 from iqa_tune.reports.build import build_report
 from iqa_tune.reports.ranking import add_uncertainty, bootstrap_srcc, group_split_seeds, paired_bootstrap, rank_trials
 
@@ -127,3 +128,16 @@ def test_the_report_ends_with_the_versions_the_study_ran_with(tmp_path):
         assert "torch 9.8.7" in last and f"Python {versions['python']}" in last
     (exp / "study.yaml").unlink()
     assert "not recorded" in (build_report(exp) / "ranking.md").read_text().strip().splitlines()[-1]
+
+
+def test_ranking_by_another_metric_uses_its_own_direction_and_refuses_test_metrics(tmp_path):
+    exp = tmp_path / "exp"
+    for name, loss in (("low", 1.0), ("high", 9.0)):
+        (exp / name).mkdir(parents=True)
+        (exp / name / "params.json").write_text(json.dumps({"loss.alpha": 1.0}))
+        (exp / name / "result.json").write_text(json.dumps({"epoch": 1, "val_srcc": 0.5, "test_srcc": 0.4, "train_loss": loss,
+                                                            "max_epochs": 1}) + "\n")
+    ranking = pd.read_csv(build_report(exp, metric="train_loss") / "ranking.csv")
+    assert ranking["trial"].tolist() == ["low", "high"]  # a loss ranks lowest first, whatever the study's mode
+    with pytest.raises(UserError, match="cannot rank trials"):
+        build_report(exp, metric="test_srcc")

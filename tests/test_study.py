@@ -162,6 +162,8 @@ def test_interrupt_then_resume_loses_nothing_and_keeps_asha_decisions(tmp_path):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, out[-2000:] + err[-2000:]
     assert "--resume" in out
+    status = json.loads((exp / "trial_status.json").read_text())
+    assert "INTERRUPTED" in status.values() or "PENDING" in status.values()  # the study's own record says so
     resumed = cli("run", space, "--no-dashboard", "--resume")
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert _outcome(exp) == reference
