@@ -16,14 +16,13 @@ from PIL import Image
 
 from iqa_tune.cache import decode
 
-from .conftest import cli, write_livec
+from .conftest import cli, write_image, write_livec
 
 SPLIT = {"train": 0.4, "val": 0.3, "test": 0.3}  # 10 images -> 4/3/3: val and test can be scored
 
 
 def image(path: Path, size=40, seed=0) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
+    write_image(path, size, size, seed)
 
 
 def dataset(tmp: Path, n=10, scores=None, folder="ds", text=None) -> Path:

@@ -12,13 +12,7 @@ from iqa_tune.config import DataConfig, SplitConfig
 from iqa_tune.datasets import load_catalog, split_catalog
 from iqa_tune.patches import EvalPatches, TrainPatches
 
-from .conftest import cli, write_livec
-
-
-def _image(path: Path, w=64, h=48, seed=0):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+from .conftest import cli, write_image, write_livec
 
 
 def _csv(path: Path, header, rows):
@@ -32,7 +26,7 @@ def koniq(root: Path, n=6, sets=False):
     header = ["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "MOS_zscore"]
     rows = []
     for i in range(n):
-        _image(root / "1024x768" / f"{i}.jpg", seed=i)
+        write_image(root / "1024x768" / f"{i}.jpg", seed=i)
         rows.append([f"{i}.jpg", 1, 2, 3, 4, 5, 15, 1 + i * 0.5, 0.5, 10 * i])
     _csv(root / "koniq10k_scores_and_distributions.csv", header, rows)
     if sets:
@@ -66,7 +60,7 @@ def test_kadid_splits_by_reference(tmp_path):
     for ref in range(1, 11):
         for d in range(1, 4):
             name = f"I{ref:02d}_{d:02d}_01.png"
-            _image(root / "images" / name, seed=ref * 10 + d)
+            write_image(root / "images" / name, seed=ref * 10 + d)
             rows.append([name, f"I{ref:02d}.png", 5 - d * 0.5, 0.1])
     _csv(root / "dmos.csv", ["dist_img", "ref_img", "dmos", "var"], rows)
     cat = load_catalog(DataConfig(dataset="kadid10k", root=str(root)))
@@ -87,7 +81,7 @@ def test_spaq_reads_the_xlsx(tmp_path):
     wb = Workbook()
     wb.active.append(["Image name", "MOS", "Brightness"])
     for i in range(4):
-        _image(root / "TestImage" / f"{i:05d}.jpg", w=80, h=60)
+        write_image(root / "TestImage" / f"{i:05d}.jpg", w=80, h=60)
         wb.active.append([f"{i:05d}.jpg", 20.0 * i, 50])
     (root / "Annotations").mkdir(parents=True)
     wb.save(root / "Annotations/MOS and Image attribute scores.xlsx")
