@@ -137,6 +137,10 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype of the forward pass (GPU path)
     channels_last: bool = False  # NHWC memory format for conv backbones (GPU path)
     compile: bool = False  # torch.compile the model (GPU path; minutes of compile on a CPU)
+    # reproduce the reference solver's dynamics (SSL92/hyperIQA rebuilds Adam after every epoch from an exhausted
+    # filter): the hyper network trains in epoch 1 only, then the backbone and LDA layers train at the constant
+    # base lr with Adam's moments restarted each epoch; schedule and warmup are not applied
+    reference_compat: bool = False
 
 
 @dataclass

@@ -74,10 +74,8 @@ class Solver:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if t.compile else self.model
         base, hyper = self.model.param_groups()
-        opt = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = opt([{"params": base, "lr": t.lr, "name": "backbone"},
-                              {"params": hyper, "lr": t.lr * t.lr_ratio, "name": "hyper"}],
-                             weight_decay=t.weight_decay)
+        self.optimizer = self._optimizer([{"params": base, "lr": t.lr, "name": "backbone"},
+                                          {"params": hyper, "lr": t.lr * t.lr_ratio, "name": "hyper"}])
         cat, cache, split = data.catalog, data.cache, data.split
         self.train_patches = TrainPatches(cache, split["train"], cat.scores, patch_size=d.patch_size,
                                           train_patches=d.train_patches, patches_per_image=t.patches_per_image,
@@ -85,14 +83,26 @@ class Solver:
         self.eval_sets = {name: EvalPatches(cache, split[name], cat.scores, cat.paths, patch_size=d.patch_size,
                                             test_patches=d.test_patches, batch_size=t.eval_batch_size)
                           for name in ("val", "test") if len(split[name])}
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           lr_lambda(t, len(self.train_patches)))
+        self.lr_rule = (lambda it: 1.0) if t.reference_compat else lr_lambda(t, len(self.train_patches))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_rule)
         self.normalize = Normalizer(self.device, t.channels_last)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else nullcontext
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
         self.epoch = 0  # epochs completed
         self.best = records.BestEpoch(select, mode)  # the epoch that the selection metric picks (never a test metric)
+
+    def _optimizer(self, groups: list[dict]) -> torch.optim.Optimizer:
+        opt = torch.optim.AdamW if self.cfg.train.optimizer == "adamw" else torch.optim.Adam
+        return opt(groups, weight_decay=self.cfg.train.weight_decay)
+
+    def _rebuild_like_the_reference(self) -> None:
+        """What the reference's per-epoch rebuild amounts to from its second epoch on: its hyper-network group is
+        an exhausted ``filter`` (empty), its backbone group (which holds the LDA layers there) gets the constant
+        base lr, and Adam starts again with no moments."""
+        base, _ = self.model.param_groups()
+        self.optimizer = self._optimizer([{"params": base, "lr": self.cfg.train.lr, "name": "backbone"}])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_rule)
 
     # -- one epoch ---------------------------------------------------------------------------------------------
     def train_epoch(self, on_batch: Callable[[int, int], None] | None = None) -> dict:
@@ -155,7 +165,9 @@ class Solver:
     def run_epoch(self, on_batch: Callable[[int, int], None] | None = None) -> tuple[dict, np.ndarray | None]:
         """Train one epoch and evaluate val and test; returns (metrics, per-image test predictions)."""
         start = time.perf_counter()
-        metrics = {"epoch": self.epoch + 1}
+        if self.cfg.train.reference_compat and self.epoch >= 1:
+            self._rebuild_like_the_reference()
+        metrics = {"epoch": self.epoch + 1, "lr_hyper": 0.0}  # 0 unless a hyper-network group trains
         metrics.update(self.train_epoch(on_batch))
         test_pred = None
         for name in self.eval_sets:
@@ -192,8 +204,9 @@ class Solver:
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if not (self.cfg.train.reference_compat and state["epoch"] >= 1):  # else rebuilt fresh at the next epoch
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch = state["epoch"]
         self.best.load_state_dict(state["best"])

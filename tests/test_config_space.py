@@ -91,7 +91,7 @@ def test_version():
     assert out.returncode == 0 and out.stdout.strip() == f"iqa-tune {__version__}"
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "seed_alpha.yaml", "koniq_swin.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "seed_alpha.yaml", "koniq_swin.yaml", "seed_remedies.yaml"])
 def test_shipped_spaces_are_valid(name):
     space = load_space(str(ROOT / "search_spaces" / name))
     assert space.num_trials >= 2

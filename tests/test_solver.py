@@ -117,3 +117,28 @@ def test_reported_names_follow_the_selection_metric(data):
     metrics, _ = Solver(cfg, data, select="val_krcc").run_epoch()
     assert metrics["best_val_krcc"] == metrics["val_krcc"] and metrics["best_epoch"] == 1
     assert "best_val_srcc" not in metrics and metrics["test_srcc_at_best"] == metrics["test_srcc"]
+
+
+def _adam_steps(solver) -> int:
+    return max(int(s["step"]) for s in solver.optimizer.state.values())
+
+
+@pytest.mark.parametrize("compat", [True, False])
+def test_reference_compat_freezes_the_hyper_network_after_epoch_one_and_restarts_adam(data, compat):
+    cfg = build_run_config({**SMALL, "train": {**SMALL["train"], "epochs": 3, "reference_compat": compat}})
+    solver = Solver(cfg, data)
+    per_epoch = len(solver.train_patches)
+    hyper, backbone = [], []
+    for epoch in range(3):
+        solver.run_epoch()
+        hyper.append([p.detach().clone() for p in solver.model.hyper.parameters()])
+        backbone.append([p.detach().clone() for p in solver.model.backbone.parameters()])
+        # the reference starts every epoch with a new Adam: its step count never exceeds one epoch's batches
+        assert _adam_steps(solver) == (per_epoch if compat else per_epoch * (epoch + 1))
+    hyper_moved = [any(not torch.equal(a, b) for a, b in zip(hyper[e], hyper[e + 1])) for e in range(2)]
+    backbone_moved = [any(not torch.equal(a, b) for a, b in zip(backbone[e], backbone[e + 1])) for e in range(2)]
+    assert all(backbone_moved)
+    assert hyper_moved == ([False, False] if compat else [True, True])  # bit-identical from epoch 2 on
+    if compat:
+        assert [g["name"] for g in solver.optimizer.param_groups] == ["backbone"]
+        assert solver.optimizer.param_groups[0]["lr"] == cfg.train.lr  # constant: never decayed
