@@ -94,7 +94,9 @@ class DataConfig:
 class ModelConfig:
     backbone: str = "swin_tiny_patch4_window7_224"  # any timm model with features_only and 4 stages
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model (tiny configs)
-    pretrained: bool = False  # timm's ImageNet weights (needs internet or a warm hub cache)
+    # ImageNet weights: from a package on disk where the registry names one (efficientnet_lite0), else timm's
+    # (needs internet or a warm hub cache)
+    pretrained: bool = False
     checkpoint: str | None = None  # local .pth/.safetensors backbone weights (offline clusters)
     dropout: float = field(default=0.0, metadata=_check(_open_fraction))  # in the target net; reference: off
     # where model.dropout acts: after every hidden layer of the target net ("all"), or after the first only
@@ -105,6 +107,8 @@ class ModelConfig:
     hyper_channels: int = field(default=112, metadata=_check(_positive))  # 112: reference
     target_dims: list[int] = field(default_factory=lambda: [112, 56, 28, 14])  # reference target net widths
     feature_size: int = field(default=7, metadata=_check(_positive))  # 7: reference hyper feature grid
+    # freeze the stem and the first N of the 4 backbone stages (weights and batch-norm statistics); 0 = train all
+    freeze_stages: int = field(default=0, metadata=_check(lambda v: None if 0 <= v <= 4 else "must be 0 to 4"))
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """The embedded demo dataset: synthetic distortions of photographs that ship inside scikit-image.
 
-16 photos (15 contents: the two motorcycle views share one) are centre-cropped to 4:3 and resized to 192x144,
-then distorted KADID-10k style: Gaussian blur, white noise, JPEG, contrast loss, pixelation and impulse noise,
-each at 5 levels, plus the pristine photo: 496 images. The pseudo-MOS of an image is 100 x SSIM (Wang et al.
+16 photos (15 contents: the two motorcycle views share one), each seen in 3 views (the centre 4:3 crop and two
+zoomed 4:3 crops of 60% its width, top left and bottom right) resized to 192x144, then distorted KADID-10k style:
+Gaussian blur, white noise, JPEG, contrast loss, pixelation and impulse noise, each at 5 levels, plus the pristine
+view: 1488 images. The views of a photo share its content id, so they never straddle splits. The pseudo-MOS of an image is 100 x SSIM (Wang et al.
 2004, Gaussian window sigma 1.5, on luminance) against its undistorted photo, the way synthetic sets are labelled
 with a full-reference measure. Higher is better, 0-100. Built offline in seconds; splits go by content (``ref``).
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-DEMO_VERSION = "demo-v1"
+DEMO_VERSION = "demo-v2"  # v2: 3 views per photo (v1: the centre crop only, 496 images)
 SIZE = (192, 144)  # width, height
 
 # (content id, scikit-image loader name, index into a tuple-returning loader)
@@ -32,8 +33,13 @@ PHOTOS = [
 ]
 
 
-def photo(loader: str, index: int | None) -> Image.Image:
-    """One scikit-image photo as RGB, centre-cropped to 4:3 and resized to the demo's size."""
+# (name, fraction of the centre crop's width, horizontal and vertical position of the crop in [0, 1])
+VIEWS = [("full", 1.0, 0.5, 0.5), ("zoom_tl", 0.6, 0.0, 0.0), ("zoom_br", 0.6, 1.0, 1.0)]
+
+
+def photo(loader: str, index: int | None, view: tuple[str, float, float, float] = VIEWS[0]) -> Image.Image:
+    """One scikit-image photo as RGB, cropped to 4:3 (the centre, or a zoomed view inside it) and resized to the
+    demo's size."""
     import skimage.data
 
     arr = getattr(skimage.data, loader)()
@@ -46,7 +52,10 @@ def photo(loader: str, index: int | None) -> Image.Image:
     w, h = im.size  # centre crop to 4:3, then resize
     cw, ch = (w, round(w * 3 / 4)) if w * 3 / 4 <= h else (round(h * 4 / 3), h)
     left, top = (w - cw) // 2, (h - ch) // 2
-    return im.crop((left, top, left + cw, top + ch)).resize(SIZE, Image.BICUBIC)
+    _, scale, fx, fy = view
+    vw, vh = round(cw * scale), round(ch * scale)
+    left, top = left + round((cw - vw) * fx), top + round((ch - vh) * fy)
+    return im.crop((left, top, left + vw, top + vh)).resize(SIZE, Image.BICUBIC)
 
 
 def _jpeg(im: Image.Image, quality: int) -> Image.Image:
@@ -113,16 +122,19 @@ def build_demo(out: Path, progress: bool = False) -> Path:
         rows = []
         rng = np.random.default_rng(0)
         for k, (ref, loader, index) in enumerate(PHOTOS):
-            pristine = photo(loader, index)
-            stem = f"{k:02d}_{ref}"
-            pristine.save(tmp / "images" / f"{stem}_pristine.png")
-            rows.append((f"images/{stem}_pristine.png", 100.0, ref, "pristine", 0))
-            for name, (fn, levels) in DISTORTIONS.items():
-                for level, value in enumerate(levels, start=1):
-                    im = fn(pristine, value, rng)
-                    path = f"images/{stem}_{name}_{level}.png"
-                    im.save(tmp / path)
-                    rows.append((path, pseudo_mos(pristine, im), ref, name, level))
+            for v, view in enumerate(VIEWS):
+                pristine = photo(loader, index, view)
+                stem = f"{k:02d}_{ref}_{view[0]}"
+                pristine.save(tmp / "images" / f"{stem}_pristine.png")
+                rows.append((v, f"images/{stem}_pristine.png", 100.0, ref, "pristine", 0))
+                for name, (fn, levels) in DISTORTIONS.items():
+                    for level, value in enumerate(levels, start=1):
+                        im = fn(pristine, value, rng)
+                        path = f"images/{stem}_{name}_{level}.png"
+                        im.save(tmp / path)
+                        rows.append((v, path, pseudo_mos(pristine, im), ref, name, level))
+        # listed view by view, photos in order within each: the first N rows (data.limit) span many contents
+        rows = [row[1:] for row in sorted(rows, key=lambda row: row[0])]
         with open(tmp / "labels.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["path", "score", "ref", "distortion", "level"])

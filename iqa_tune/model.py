@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import resolve_backbone
+from .backbones import backbone_entry
 from .config import ModelConfig
 from .errors import UserError
+from .weights import load_offline_weights
 
 # LDA pooling grids per stage: the reference's 7x7 average pool on 56/28/14/7 grids at 224 input.
 LDA_GRIDS = (8, 4, 2, 1)
@@ -97,6 +98,29 @@ class HyperNetwork(nn.Module):
         return params
 
 
+def freeze_stages(backbone: nn.Module, n: int) -> list[nn.Module]:
+    """Freeze the stem and the first ``n`` feature stages (requires_grad off); returns their batch norms, which
+    HyperIQA keeps in eval mode. The stem is every parameter registered before the first stage's module (for
+    EfficientNet also the stride-2 block that no output stage uses); stage k ends where the module timm's
+    ``feature_info`` names for it ends. Without gradients into them, autograd also skips their backward."""
+    if n == 0:
+        return []
+    last = backbone.feature_info.module_name()[n - 1]
+    prefixes = (last + ".", last.replace(".", "_") + ".")  # FeatureListNet flattens "layers.0" to "layers_0"
+    inside, frozen = False, set()
+    for name, p in backbone.named_parameters():
+        if name.startswith(prefixes):
+            inside = True
+        elif inside:
+            break
+        p.requires_grad_(False)
+        frozen.add(name.rsplit(".", 1)[0])
+    if not inside:
+        raise UserError(f"model.freeze_stages: found no parameters of stage {n} ({last}) in the backbone")
+    return [m for name, m in backbone.named_modules()
+            if name in frozen and isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 class HyperIQA(nn.Module):
     """Backbone + LDA branches (target input) + hyper network (target weights) + target network (score)."""
 
@@ -119,6 +143,14 @@ class HyperIQA(nn.Module):
         self.hyper = HyperNetwork(channels[3], cfg)
         self.dropout = cfg.dropout
         self.dropout_layers = cfg.dropout_layers
+        self.frozen_norms = freeze_stages(backbone, cfg.freeze_stages)
+
+    def train(self, mode: bool = True) -> HyperIQA:
+        """Frozen stages keep their batch norm in eval mode: running statistics stay the pretrained ones."""
+        super().train(mode)
+        for m in self.frozen_norms:
+            m.eval()
+        return self
 
     def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = self.backbone(x)
@@ -137,7 +169,7 @@ class HyperIQA(nn.Module):
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone + LDA, hyper network): the reference trains the second at lr x lr_ratio."""
-        base = [*self.backbone.parameters(), *self.lda.parameters()]
+        base = [p for p in [*self.backbone.parameters(), *self.lda.parameters()] if p.requires_grad]
         return base, list(self.hyper.parameters())
 
 
@@ -145,9 +177,12 @@ class HyperIQA(nn.Module):
 # builder
 
 def build_backbone(cfg: ModelConfig) -> nn.Module:
-    timm_name, kwargs = resolve_backbone(cfg.backbone)
-    kwargs = {**kwargs, **cfg.backbone_kwargs}
+    entry = backbone_entry(cfg.backbone)
+    timm_name, kwargs = entry.timm_name, {**entry.kwargs, **cfg.backbone_kwargs}
     pretrained = cfg.pretrained
+    offline = entry.offline_weights if pretrained and not cfg.checkpoint else None
+    if offline:
+        pretrained = False  # timm would download; the registry's package has the weights on disk
     if cfg.checkpoint:
         path = Path(cfg.checkpoint).expanduser()
         if not path.is_file():
@@ -156,8 +191,9 @@ def build_backbone(cfg: ModelConfig) -> nn.Module:
         kwargs["pretrained_cfg_overlay"] = dict(file=str(path))
         pretrained = True
     try:
-        return timm.create_model(timm_name, pretrained=pretrained, features_only=True, out_indices=(-4, -3, -2, -1),
-                                 **kwargs)
+        backbone = timm.create_model(timm_name, pretrained=pretrained, features_only=True,
+                                     out_indices=(-4, -3, -2, -1), **kwargs)
+        return load_offline_weights(backbone, offline) if offline else backbone
     except (TypeError, ValueError, AssertionError) as e:
         raise UserError(f"model.backbone_kwargs: timm could not build {timm_name} with {kwargs}: {e}") from None
     except (RuntimeError, OSError) as e:

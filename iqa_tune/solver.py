@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import records
+from .backbones import normalization
 from .config import RunConfig
 from .errors import UserError
 from .losses import hyperiqa_loss
@@ -85,7 +86,7 @@ class Solver:
                           for name in ("val", "test") if len(split[name])}
         self.lr_rule = (lambda it: 1.0) if t.reference_compat else lr_lambda(t, len(self.train_patches))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_rule)
-        self.normalize = Normalizer(self.device, t.channels_last)
+        self.normalize = Normalizer(self.device, t.channels_last, *normalization(cfg.model.backbone))
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else nullcontext
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")

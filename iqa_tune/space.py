@@ -361,7 +361,7 @@ def trial_count(space: Space) -> str:
     size += f" x {seeds} split seeds" if seeds > 1 else ""
     folds = []
     if e.folded_grid:
-        folds.append(f"{e.folded_grid} grid points folded into an identical one")
+        folds.append(f"{e.folded_grid} grid point{'s' if e.folded_grid > 1 else ''} folded into an identical one")
     if e.folded:
         folds.append(f"{e.folded} repeated trials run once")
     if folds:

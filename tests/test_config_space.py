@@ -61,9 +61,15 @@ def test_space_errors(tmp_path, search, study, message):
 def test_validate_cli_counts_trials_and_rejects_bad_files(tmp_path):
     good = cli("validate", ROOT / "search_spaces/demo.yaml")
     assert good.returncode == 0, good.stderr
-    # alpha 0 makes the ranking granularity irrelevant: 2 of the 8 grid points are the same training
-    assert "trials: 6 (1 samples x 6 grid points; 2 grid points folded into an identical one" in good.stdout
-    assert "loss.ranking: loss.alpha = 0 turns the ranking loss off" in good.stdout
+    assert "trials: 4 (1 samples x 4 grid points)" in good.stdout
+    # alpha 0 makes the ranking granularity irrelevant: 1 of the 4 grid points is the same training as another
+    folded = cli("validate", _space(tmp_path, {"loss.alpha": {"grid": [0.0, 1.0]},
+                                               "loss.ranking": {"grid": ["patch", "image"]}},
+                                    train={"patches_per_image": 2, "batch_size": 32},
+                                    data={"dataset": "demo", "train_patches": 2}))
+    assert folded.returncode == 0, folded.stderr
+    assert "trials: 3 (1 samples x 3 grid points; 1 grid point folded into an identical one" in folded.stdout
+    assert "loss.ranking: loss.alpha = 0 turns the ranking loss off" in folded.stdout
     bad = cli("validate", _space(tmp_path, {"loss.alpha": {"uniform": [2, 1]}}))
     assert bad.returncode == 2 and "lo (2) must be < hi (1)" in bad.stderr and "Traceback" not in bad.stderr
     missing = cli("validate", tmp_path / "nope.yaml")

@@ -81,7 +81,7 @@ def test_alpha_zero_grid_points_run_once(tmp_path):
     assert len(e.points) == 3 and e.folded_grid == 1
     assert sum(p["loss.alpha"] == 0.0 for p in e.points) == 1
     run = cli("validate", tmp_path / "space.yaml")
-    assert run.returncode == 0 and "trials: 3 (1 samples x 3 grid points; 1 grid points folded" in run.stdout
+    assert run.returncode == 0 and "trials: 3 (1 samples x 3 grid points; 1 grid point folded" in run.stdout
 
 
 def test_a_drawn_alpha_does_not_fold_the_ranking_grid(tmp_path):

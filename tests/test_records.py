@@ -106,7 +106,8 @@ def test_validate_catches_what_the_scheduler_would_refuse(tmp_path):
 def test_shipped_space_config_is_typed_once():
     space = load_space(str(ROOT / "search_spaces/demo.yaml"))
     assert isinstance(space.base, RunConfig)
-    assert dataclasses.asdict(space.base)["model"]["backbone"] == "resnet_micro"
+    assert dataclasses.asdict(space.base)["model"]["backbone"] == "efficientnet_lite0"
+    assert space.base.model.freeze_stages == 2
 
 
 def test_versions_name_the_code_and_the_libraries(monkeypatch, tmp_path):

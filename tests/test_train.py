@@ -7,15 +7,17 @@ import yaml
 
 from .conftest import ROOT, cli
 
-# Measured on a 2-core CPU: this config (the shipped demo, 3 epochs) reaches image-level test SRCC 0.357 at its
-# best val epoch (val 0.515); chance on 93 test images has a standard deviation of about 0.1.
-MIN_TEST_SRCC = 0.2
-MIN_VAL_SRCC = 0.3
+# Measured on the shared 2-core VM (under nice, another user's Ray tests running): this config (the shipped
+# demo_train, pretrained EfficientNet-Lite0, 2 epochs at half the patches) reaches image-level test SRCC 0.568 at
+# its best val epoch (val 0.482), in 2 min 34 s; chance on 279 test images has a standard deviation of about 0.06.
+MIN_TEST_SRCC = 0.4
+MIN_VAL_SRCC = 0.35
 
 
 def test_demo_training_learns_and_writes_its_files(tmp_path):
     cfg = yaml.safe_load((ROOT / "configs/demo_train.yaml").read_text())
-    cfg["train"]["epochs"] = 3
+    cfg["train"]["epochs"] = 2
+    cfg["data"].update(train_patches=2, test_patches=4)  # half the shipped patches: a short test
     cfg["out_dir"] = str(tmp_path / "runs")
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -23,7 +25,7 @@ def test_demo_training_learns_and_writes_its_files(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     out = tmp_path / "runs/demo-train"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [r["epoch"] for r in rows] == [1, 2]
     best = max(rows, key=lambda r: r["val_srcc"])
     assert best["val_srcc"] > MIN_VAL_SRCC
     assert rows[-1]["test_srcc_at_best"] == best["test_srcc"] > MIN_TEST_SRCC
@@ -32,7 +34,7 @@ def test_demo_training_learns_and_writes_its_files(tmp_path):
     assert not content["train"] & content["test"] and not content["val"] & content["test"]
     preds = np.load(out / "test_predictions.npz")
     assert len(preds["pred"]) == len(split["test"]) and int(preds["epoch"]) == best["epoch"]
-    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"] == 3
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"] == 2
     assert (out / "best.pt").is_file()
     versions = json.loads((out / "versions.json").read_text())
     assert {"iqa_tune", "torch", "timm", "ray", "numpy", "python", "gpu"} <= set(versions)
