@@ -160,7 +160,10 @@ def connect(address: str | None, dashboard: bool, host: str, port: int, console:
             if host not in ("127.0.0.1", "localhost", "::1"):
                 console.print(f"[bold yellow]warning:[/] the dashboard listens on {host}: anyone who can reach it "
                               "can submit jobs, i.e. run code on this cluster. Prefer 127.0.0.1 and an SSH tunnel.")
-            ctx = ray.init(include_dashboard=dashboard, dashboard_host=host, dashboard_port=port, **kwargs)
+            # "local": always a new instance of this run's own. A bare ray.init() would first try the cluster named
+            # in /tmp/ray/ray_current_cluster, which `ray start` leaves behind, and hang when that one is gone
+            ctx = ray.init(address="local", include_dashboard=dashboard, dashboard_host=host, dashboard_port=port,
+                           **kwargs)
     url = getattr(ctx, "dashboard_url", None)
     if url:
         console.print(f"Ray dashboard: [link=http://{url}]http://{url}[/link]")
