@@ -141,10 +141,6 @@ class Space:
     study: StudyConfig
 
     @property
-    def grid_size(self) -> int:
-        return math.prod(len(d.args) for d in self.dims if d.kind == "grid")
-
-    @property
     def num_trials(self) -> int:
         return len(expand(self).points)
 
