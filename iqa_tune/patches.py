@@ -24,22 +24,18 @@ class PatchBatch:
     pixels: torch.Tensor  # uint8 (B, P, P, 3)
     labels: torch.Tensor  # float32 (B,)
     image: torch.Tensor  # int64 (B,): position of the image in its split (groups patches for image metrics)
+    flips: torch.Tensor | None = None  # int64 positions of the patches to mirror, done on the device by Normalizer
 
 
-PIXEL = np.dtype((np.void, 3))  # one RGB pixel as a single 3-byte element
-
-
-def crop(cache: ImageCache, img: np.ndarray, ys: np.ndarray, xs: np.ndarray, flips: np.ndarray | None,
-         patch: int) -> np.ndarray:
-    out = np.empty((len(img), patch, patch, 3), dtype=np.uint8)
-    pixels_out = out.view(PIXEL)[..., 0]
+def crop(cache: ImageCache, img: np.ndarray, ys: np.ndarray, xs: np.ndarray, patch: int,
+         pin: bool = False) -> torch.Tensor:
+    """The crops as one uint8 (B, P, P, 3) tensor, written straight into page-locked memory when ``pin`` (the
+    host-to-device copy can then start at once, with no pinned staging copy). Row-contiguous slices only: mirroring
+    here cost half the crop's time, so flips happen after the transfer (:class:`Normalizer`)."""
+    out = torch.empty((len(img), patch, patch, 3), dtype=torch.uint8, pin_memory=pin)
+    dst = out.numpy()
     for k in range(len(img)):
-        view = cache.image(img[k])[ys[k]:ys[k] + patch, xs[k]:xs[k] + patch]
-        if flips is not None and flips[k]:
-            # a mirrored copy of 3-byte pixels: 1.8x faster than numpy's per-byte negative-stride copy
-            pixels_out[k] = view.view(PIXEL)[:, ::-1, 0]
-        else:
-            out[k] = view
+        dst[k] = cache.image(img[k])[ys[k]:ys[k] + patch, xs[k]:xs[k] + patch]
     return out
 
 
@@ -91,15 +87,14 @@ class TrainPatches:
         starts = np.cumsum([0, *self._sizes()])
         return [np.repeat(groups[a:b], group) for a, b in zip(starts, starts[1:])]
 
-    def batches(self, seed: int, epoch: int) -> Iterator[PatchBatch]:
+    def batches(self, seed: int, epoch: int, pin: bool = False) -> Iterator[PatchBatch]:
         rng = np.random.default_rng([seed, epoch])  # a function of (seed, epoch): a resumed run repeats it
         for pos in self.plan(rng):
             img = self.indices[pos]
             ys, xs = random_offsets(self.cache, img, self.patch_size, rng)
-            flips = rng.random(len(img)) < 0.5 if self.flip else None
-            pixels = crop(self.cache, img, ys, xs, flips, self.patch_size)
-            yield PatchBatch(torch.from_numpy(pixels), torch.from_numpy(self.scores[img].astype(np.float32)),
-                             torch.from_numpy(pos))
+            flips = torch.from_numpy(np.flatnonzero(rng.random(len(img)) < 0.5)) if self.flip else None
+            yield PatchBatch(crop(self.cache, img, ys, xs, self.patch_size, pin),
+                             torch.from_numpy(self.scores[img].astype(np.float32)), torch.from_numpy(pos), flips)
 
 
 class EvalPatches:
@@ -116,16 +111,15 @@ class EvalPatches:
     def labels(self) -> np.ndarray:
         return self.scores[self.indices]
 
-    def batches(self) -> Iterator[PatchBatch]:
+    def batches(self, pin: bool = False) -> Iterator[PatchBatch]:
         for s in range(0, len(self.image), self.batch_size):
             pos = self.image[s:s + self.batch_size]
             img = self.indices[pos]
-            pixels = crop(self.cache, img, self.ys[s:s + len(pos)], self.xs[s:s + len(pos)], None, self.patch_size)
-            yield PatchBatch(torch.from_numpy(pixels), torch.from_numpy(self.scores[img].astype(np.float32)),
-                             torch.from_numpy(pos))
+            yield PatchBatch(crop(self.cache, img, self.ys[s:s + len(pos)], self.xs[s:s + len(pos)], self.patch_size,
+                                  pin), torch.from_numpy(self.scores[img].astype(np.float32)), torch.from_numpy(pos))
 
 
-def prefetch(it: Iterator[PatchBatch], depth: int = 2, pin: bool = False) -> Iterator[PatchBatch]:
+def prefetch(it: Iterator[PatchBatch], depth: int = 2) -> Iterator[PatchBatch]:
     """Build the next batches in a thread while the model runs on the current one. When the consumer stops
     early (an error, a benchmark's cut-off), the producer stops too instead of waiting forever on a full queue."""
     q: queue.Queue = queue.Queue(maxsize=depth)
@@ -144,8 +138,6 @@ def prefetch(it: Iterator[PatchBatch], depth: int = 2, pin: bool = False) -> Ite
     def work():
         try:
             for b in it:
-                if pin:
-                    b.pixels = b.pixels.pin_memory()
                 if not put(b):
                     return
         except BaseException as e:  # hand the error to the consumer
@@ -178,8 +170,13 @@ class Normalizer:
         self.inv_std = 1 / (torch.tensor(std, device=device).view(1, 3, 1, 1) * 255)
         self.channels_last = channels_last
 
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+    def __call__(self, pixels: torch.Tensor, flips: torch.Tensor | None = None) -> torch.Tensor:
+        x = pixels.to(self.device, non_blocking=True)
+        if flips is not None and len(flips):
+            # mirrored on the uint8 batch, where it is cheapest; integer positions, so no host-device sync
+            at = flips.to(self.device, non_blocking=True)
+            x[at] = x[at].flip(2)
+        x = x.permute(0, 3, 1, 2)
         # channels_last: the NHWC bytes already are that layout; float() keeps it (preserve_format)
         x = x.float() if self.channels_last else x.contiguous().float()
         return x.sub_(self.mean).mul_(self.inv_std)

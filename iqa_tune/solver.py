@@ -95,7 +95,8 @@ class Solver:
 
     def _optimizer(self, groups: list[dict]) -> torch.optim.Optimizer:
         opt = torch.optim.AdamW if self.cfg.train.optimizer == "adamw" else torch.optim.Adam
-        return opt(groups, weight_decay=self.cfg.train.weight_decay)
+        # fused: one kernel for all parameters on a GPU; the per-tensor loop was 12% of a swin_tiny step on an H200
+        return opt(groups, weight_decay=self.cfg.train.weight_decay, fused=self.device.type == "cuda")
 
     def _rebuild_like_the_reference(self) -> None:
         """What the reference's per-epoch rebuild amounts to from its second epoch on: its hyper-network group is
@@ -106,6 +107,10 @@ class Solver:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_rule)
 
     # -- one epoch ---------------------------------------------------------------------------------------------
+    def _check_finite(self, loss: torch.Tensor, b: int) -> None:
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss at epoch {self.epoch + 1}, batch {b + 1}")
+
     def train_epoch(self, on_batch: Callable[[int, int], None] | None = None) -> dict:
         t, lc = self.cfg.train, self.cfg.loss
         self.model.train()
@@ -115,16 +120,20 @@ class Solver:
         sums = {k: torch.zeros((), device=self.device) for k in ("loss", "l1", "rank")}
         preds, labels, images = [], [], []
         start, n_patches = time.perf_counter(), 0
-        batches = prefetch(self.train_patches.batches(t.seed, self.epoch), pin=self.device.type == "cuda")
+        batches = prefetch(self.train_patches.batches(t.seed, self.epoch, pin=self.device.type == "cuda"))
+        # the finiteness check reads the previous batch's loss once this batch's work is queued: reading the current
+        # one would make the host wait for the device every step and leave the device idle while the next is queued
+        previous = None
         for b, batch in enumerate(batches):
-            x = self.normalize(batch.pixels)
+            x = self.normalize(batch.pixels, batch.flips)
             y = batch.labels.to(self.device, non_blocking=True)
             ids = batch.image.to(self.device, non_blocking=True)
             with self.autocast():
                 pred = self.forward(x).float()
             parts = hyperiqa_loss(pred, y, ids, lc.alpha, lc.margin, lc.ranking)
-            if not torch.isfinite(parts["loss"]):
-                raise FloatingPointError(f"non-finite training loss at epoch {self.epoch + 1}, batch {b + 1}")
+            if previous is not None:
+                self._check_finite(*previous)
+            previous = (parts["loss"].detach(), b)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(parts["loss"]).backward()
             self.scaler.step(self.optimizer)
@@ -138,6 +147,8 @@ class Solver:
             n_patches += len(y)
             if on_batch:
                 on_batch(b + 1, n_batches)
+        if previous is not None:
+            self._check_finite(*previous)
         seconds = time.perf_counter() - start
         pred = torch.cat(preds).cpu().numpy()
         label, image = np.concatenate(labels), np.concatenate(images)
@@ -157,7 +168,7 @@ class Solver:
         ev = self.eval_sets[name]
         self.model.eval()
         preds = []
-        for batch in prefetch(ev.batches(), pin=self.device.type == "cuda"):
+        for batch in prefetch(ev.batches(pin=self.device.type == "cuda")):
             with self.autocast():
                 preds.append(self.forward(self.normalize(batch.pixels)).float().cpu().numpy())
         per_image = image_means(np.concatenate(preds), ev.image, len(ev.indices))

@@ -10,7 +10,7 @@ from PIL import Image
 from iqa_tune.cache import build_or_open
 from iqa_tune.config import DataConfig, SplitConfig
 from iqa_tune.datasets import load_catalog, split_catalog
-from iqa_tune.patches import EvalPatches, TrainPatches
+from iqa_tune.patches import EvalPatches, Normalizer, TrainPatches
 
 from .conftest import cli, write_image, write_livec
 
@@ -107,6 +107,33 @@ def test_cache_is_reused_and_crops_are_fixed(tmp_path):
     for batch in batches:  # patches of one image travel in pairs, with their image's label
         assert (batch.image[::2] == batch.image[1::2]).all()
         assert np.allclose(batch.labels.numpy(), cat.scores[batch.image.numpy()])
+
+
+
+def test_train_crops_are_cache_slices_and_mirrored_after_the_transfer(tmp_path):
+    """Crops travel unmirrored; Normalizer mirrors exactly the listed patches. Rebuilding each patch from the cache
+    with the batch's own random draws pins both halves down."""
+    import torch
+
+    root = koniq(tmp_path / "k3")
+    cat = load_catalog(DataConfig(dataset="koniq10k", root=str(root)))
+    cache = build_or_open(cat, [40, 30], tmp_path / "cache", progress=False)
+    idx = np.arange(6)
+    train = TrainPatches(cache, idx, cat.scores, patch_size=16, train_patches=8, patches_per_image=1,
+                         batch_size=48, flip=True)
+    batch = next(train.batches(seed=3, epoch=1))
+    rng = np.random.default_rng([3, 1])  # the same draws, in the order batches() makes them
+    img = idx[train.plan(rng)[0]]
+    h, w = cache.index[img, 1], cache.index[img, 2]
+    ys, xs = rng.integers(0, h - 16 + 1), rng.integers(0, w - 16 + 1)
+    mirror = rng.random(len(img)) < 0.5
+    assert np.array_equal(batch.flips.numpy(), np.flatnonzero(mirror)) and 0 < mirror.sum() < len(img)
+    expected = np.stack([cache.image(i)[y:y + 16, x:x + 16] for i, y, x in zip(img, ys, xs)])
+    assert np.array_equal(batch.pixels.numpy(), expected)
+    unit = Normalizer(torch.device("cpu"), mean=(0,) * 3, std=(1 / 255,) * 3)  # x -> x: only the layout changes
+    out = unit(batch.pixels.clone(), batch.flips).permute(0, 2, 3, 1).numpy()
+    expected[mirror] = expected[mirror][:, :, ::-1]
+    assert np.array_equal(out, expected.astype(np.float32))
 
 
 def _bad_run(tmp_path, root, **data):
