@@ -352,7 +352,7 @@ def bench_gpu(quick: bool, tmp: Path, say=print) -> dict:
     variants = {"bf16": {"precision": "bf16"}, "fp32": {},
                 "bf16+channels_last": {"precision": "bf16", "channels_last": True}}
     for name, train in variants.items():
-        attempt(name, lambda: train_throughput({**base, "train": {**base["train"], **train}}, batches))
+        attempt(name, lambda train=train: train_throughput({**base, "train": {**base["train"], **train}}, batches))
     # packing: two trials sharing the card vs one alone, as two processes with their own CUDA contexts, which is
     # how Tune places two trials at gpu: 0.5 (no Ray here: a GPU host may not have it)
     packed = {**base, "train": {**base["train"], "precision": "bf16"}}

@@ -227,6 +227,23 @@ def _inert(trial_dir: Path) -> list[str]:
         return []
 
 
+def _ran_with(trial_dir: Path, keys: set[str]) -> dict:
+    """The values a trial's resolved config holds for ``keys``: for a key the searcher did not ask for in that
+    trial (optuna skips one that the values so far make inert), the setting it ran with (None if unknown)."""
+    path = trial_dir / CONFIG_FILE
+    try:
+        cfg = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    except yaml.YAMLError:
+        cfg = {}
+    out = {}
+    for key in sorted(keys):
+        value = cfg
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        out[key] = value
+    return out
+
+
 def load_experiment(exp_dir: Path):
     """(epochs, trials) as DataFrames: a row per trial per epoch, and a row per trial (how it ended, why,
     its searched values as ``hp.*`` and the file of its best epoch's test predictions)."""
@@ -234,9 +251,14 @@ def load_experiment(exp_dir: Path):
 
     statuses = read_trial_status(exp_dir)
     epoch_rows, trial_rows = [], []
-    for trial_dir in sorted(p for p in exp_dir.iterdir() if (p / PARAMS_FILE).is_file()):
+    trial_dirs = sorted(p for p in exp_dir.iterdir() if (p / PARAMS_FILE).is_file())
+    params = {p: json.loads((p / PARAMS_FILE).read_text()) for p in trial_dirs}
+    searched = set().union(*params.values()) if params else set()
+    for trial_dir in trial_dirs:
         trial_id = trial_dir.name
-        hps = {HP_PREFIX + k: v for k, v in json.loads((trial_dir / PARAMS_FILE).read_text()).items()}
+        missing = searched - set(params[trial_dir])
+        sampled = {**params[trial_dir], **_ran_with(trial_dir, missing)}
+        hps = {HP_PREFIX + k: v for k, v in sampled.items()}
         results = read_results(trial_dir)
         error = read_error(trial_dir)
         status = statuses.get(trial_id, "")

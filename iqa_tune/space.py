@@ -86,6 +86,19 @@ def check_asha(max_t: int, grace_period: int, reduction_factor: float) -> None:
 
 
 @dataclass
+class SearchConfig:
+    """How trials are chosen. random: grid axes crossed with seeded draws of the other primitives (num_samples
+    draws of each grid point). grid: every combination of listed values (choice counts as a grid axis; ranges
+    are refused). optuna: num_samples trials proposed one after another by Optuna's TPE sampler from the results
+    so far (seeded by study.search_seed), asking for a key only where it matters (no ranking granularity at
+    alpha 0)."""
+
+    type: Literal["random", "grid", "optuna"] = "random"
+    # optuna: trials drawn at random before TPE models the results; None = a third of the budget, at least 2
+    startup_trials: int | None = field(default=None, metadata=_check(_positive))
+
+
+@dataclass
 class ResourcesConfig:
     cpu: float = field(default=1.0, metadata=_check(_positive))  # CPUs per trial
     gpu: float = field(default=0.0, metadata=_check(lambda v: None if v >= 0 else "must be >= 0"))  # 0.5 packs 2
@@ -95,9 +108,11 @@ class ResourcesConfig:
 class StudyConfig:
     name: str = "study"
     storage: str = "ray_results"  # experiments go to STORAGE/NAME
-    num_samples: int = field(default=1, metadata=_check(_positive))  # samples of the space (x grid size)
+    # random: samples of the space (x grid size); optuna: the number of trials; grid: must stay 1
+    num_samples: int = field(default=1, metadata=_check(_positive))
     metric: str = "val_srcc"  # image-level val SRCC: never select on test
     mode: Literal["max", "min"] = "max"
+    search: SearchConfig = field(default_factory=SearchConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     max_concurrent: int | None = field(default=None, metadata=_check(_positive))  # None: as resources allow
@@ -142,7 +157,16 @@ class Space:
 
     @property
     def num_trials(self) -> int:
-        return len(expand(self).points)
+        return self.study.num_samples if self.proposed else len(expand(self).points)
+
+    @property
+    def proposed(self) -> bool:
+        """Trials are proposed during the study (optuna), not listed before it (random, grid)."""
+        return self.study.search.type == "optuna"
+
+    @property
+    def startup_trials(self) -> int:
+        return self.study.search.startup_trials or max(2, self.study.num_samples // 3)
 
     @property
     def max_epochs(self) -> int:
@@ -237,6 +261,7 @@ def load_space(path: str) -> Space:
     _validate_values(base, dims, str(path))
     space = Space(str(path), base, dims, study)
     try:
+        _check_search(space)
         _check_split_seeds(space)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
@@ -280,8 +305,12 @@ def expand(space: Space) -> Expansion:
     crossed last with the split seeds, which share those draws; a trial identical to an earlier one is run once."""
     rng = np.random.default_rng(space.study.search_seed)
     seeds = next((d.args for d in space.dims if d.path == SPLIT_SEED), [None])
-    grid = [d for d in space.dims if d.primitive.draw is None and d.path != SPLIT_SEED]
-    drawn = [d for d in space.dims if d.primitive.draw is not None]
+    if space.proposed:
+        raise ValueError("an optuna study proposes its trials while it runs: there is no list to expand")
+    on_grid = (lambda d: d.primitive.arity is None) if space.study.search.type == "grid" else (
+        lambda d: d.primitive.draw is None)
+    grid = [d for d in space.dims if on_grid(d) and d.path != SPLIT_SEED]
+    drawn = [d for d in space.dims if not on_grid(d)]
     distinct, seen, why = [], set(), {}
     for combo in itertools.product(*[d.args for d in grid]):
         point = {d.path: v for d, v in zip(grid, combo)}
@@ -308,6 +337,23 @@ def expand(space: Space) -> Expansion:
     return Expansion(points, len(distinct), folded_grid, folded, why if folded_grid or folded else {})
 
 
+def _check_search(space: Space) -> None:
+    s = space.study
+    if s.search.type == "grid":
+        ranges = [d for d in space.dims if d.primitive.arity is not None]
+        if ranges:
+            d = ranges[0]
+            raise UserError(f"search.{d.path}: study.search.type grid takes listed values (grid or choice), and "
+                            f"{d.kind} has none; list the values, or use study.search.type random or optuna")
+        if s.num_samples != 1:
+            raise UserError(f"study.num_samples: a grid runs each combination once; got {s.num_samples} (repeat "
+                            "a configuration over seeds with iqa-tune confirm)")
+    if s.search.startup_trials is not None and s.search.type != "optuna":
+        raise UserError(f"study.search.startup_trials: only optuna has startup trials (type is {s.search.type})")
+    if s.search.type == "optuna" and not space.dims:
+        raise UserError("study.search.type optuna: nothing to search (no search: section)")
+
+
 def _check_split_seeds(space: Space) -> None:
     """Split seeds are a grid axis, on a seeded split, without ASHA; each message says why and where to go."""
     d = next((d for d in space.dims if d.path == SPLIT_SEED), None)
@@ -318,6 +364,10 @@ def _check_split_seeds(space: Space) -> None:
                         f"on every split and the report groups them; {d.kind} would repeat seeds and never pair them")
     if len(set(d.args)) != len(d.args):
         raise UserError(f"search.{SPLIT_SEED}: a split seed is listed twice: {d.args}")
+    if space.proposed:
+        raise UserError(f"search.{SPLIT_SEED}: optuna proposes one configuration per trial and would not train it "
+                        "on every split; search without split seeds and confirm the winners over seeds afterwards "
+                        "(iqa-tune confirm)")
     if space.base.data.split.official and space.base.data.dataset in SHIPS_OFFICIAL_SPLIT:
         raise UserError(f"search.{SPLIT_SEED}: {space.base.data.dataset} uses its official split, which ignores the "
                         "seed; set data.split.official: false to search split seeds")
@@ -325,6 +375,39 @@ def _check_split_seeds(space: Space) -> None:
         raise UserError(f"search.{SPLIT_SEED}: ASHA would compare val SRCC measured on different val sets; use "
                         "study.scheduler: {type: none}, or search without split seeds and confirm the winners "
                         "over seeds afterwards")
+
+
+def _suggest(d: Dimension, trial) -> Any:
+    """One value of ``d`` from an Optuna trial, over the same values the random search draws from."""
+    a = d.args
+    if d.primitive.arity is None:
+        return trial.suggest_categorical(d.path, a)
+    if d.kind == "uniform":
+        return trial.suggest_float(d.path, a[0], a[1])
+    if d.kind == "loguniform":
+        return trial.suggest_float(d.path, a[0], a[1], log=True)
+    if d.kind == "quniform":
+        lo, hi = d.corners()
+        return trial.suggest_float(d.path, lo, hi, step=a[2])
+    return trial.suggest_int(d.path, a[0], a[1] - 1)  # randint: hi exclusive
+
+
+@dataclass
+class ProposalSpace:
+    """Optuna's define-by-run space for a study (picklable: the searcher is saved with the experiment). Keys that
+    decide whether others matter come first, and a key that the values so far make inert (ranking granularity at
+    alpha 0, the cosine floor of a step schedule) is not asked for: TPE then models only what changes training."""
+
+    space: Space
+
+    def __call__(self, trial) -> None:
+        controllers = {INERT_WHEN[k][0] for k in INERT_WHEN}
+        values: dict[str, Any] = {}
+        for d in sorted(self.space.dims, key=lambda d: d.path not in controllers):
+            if d.path in inert_keys(with_values(self.space.base, values)):
+                continue
+            values[d.path] = _suggest(d, trial)
+        return None
 
 
 def with_resolved_paths(space: Space) -> Space:
@@ -351,6 +434,9 @@ def describe(space: Space) -> str:
 
 def trial_count(space: Space) -> str:
     """'6 (1 samples x 6 grid points; ...folded...)': the line validate and run both print."""
+    if space.proposed:
+        return (f"{space.num_trials} (proposed by optuna TPE, seed {space.study.search_seed}, the first "
+                f"{min(space.startup_trials, space.num_trials)} at random)")
     e = expand(space)
     seeds = next((len(d.args) for d in space.dims if d.path == SPLIT_SEED), 1)
     size = f"{space.study.num_samples} samples x {e.grid_points} grid points"

@@ -24,7 +24,7 @@ from . import CHECKOUT, SUBPACKAGES, records
 from .errors import UserError, naming
 from .live import LiveTable, TrialRow
 from .prepare import prepare_data
-from .space import Space, expand, load_space, trial_config, trial_count, with_resolved_paths
+from .space import ProposalSpace, Space, expand, load_space, trial_config, trial_count, with_resolved_paths
 from .versions import collect as collect_versions
 
 # Tune warns about frequent experiment snapshots when trials report fast; our snapshots are small local files
@@ -41,7 +41,10 @@ LOG_FILE = "tune.log"
 
 
 def param_space(space: Space) -> dict:
-    """Each dimension as the Tune sampler its primitive names (see ``space.PRIMITIVES``)."""
+    """Each dimension as the Tune sampler its primitive names (see ``space.PRIMITIVES``). Empty for an optuna
+    study: its searcher holds the space (:class:`space.ProposalSpace`), and Tune refuses a second one."""
+    if space.proposed:
+        return {}
     out = {}
     for d in space.dims:
         sampler = getattr(tune, d.primitive.sampler)
@@ -218,7 +221,6 @@ def build_tuner(space: Space, exp_dir: Path, resume: bool, callbacks: list):
     s = space.study
     scheduler = make_scheduler(s.scheduler.type, exp_dir, space.max_epochs, s.scheduler.grace_period,
                                s.scheduler.reduction_factor)
-    points = expand(space).points  # every trial, decided here (seeded), each distinct configuration once
     trainable = tune.with_resources(tune.with_parameters(hyperiqa_trainable, space=space),
                                     {"cpu": s.resources.cpu, "gpu": s.resources.gpu})
     if resume:
@@ -233,13 +235,32 @@ def build_tuner(space: Space, exp_dir: Path, resume: bool, callbacks: list):
         failure_config=tune.FailureConfig(max_failures=s.max_failures),
     )
     tune_config = tune.TuneConfig(
-        metric=s.metric, mode=s.mode, num_samples=len(points), scheduler=scheduler,
-        # the limit goes to the generator: Tune ignores TuneConfig.max_concurrent_trials when search_alg is given
-        search_alg=BasicVariantGenerator(points_to_evaluate=points, max_concurrent=s.max_concurrent or 0),
+        metric=s.metric, mode=s.mode, num_samples=space.num_trials, scheduler=scheduler,
+        search_alg=make_searcher(space),
         trial_dirname_creator=lambda t: t.trial_id,
         trial_name_creator=lambda t: t.trial_id,
     )
     return tune.Tuner(trainable, param_space=param_space(space), tune_config=tune_config, run_config=run_config)
+
+
+def make_searcher(space: Space):
+    """random and grid: the trials listed by :func:`space.expand` (seeded, decided before the study starts).
+    optuna: TPE proposing each trial from the results so far. It learns from each trial's best epoch so far
+    (``best_<metric>``), the figure trials are ranked by, rather than its last epoch; a trial that ASHA stops
+    is told with the best it reached. The concurrency limit goes to the searcher: Tune ignores
+    TuneConfig.max_concurrent_trials when a search algorithm is given."""
+    s = space.study
+    if not space.proposed:
+        return BasicVariantGenerator(points_to_evaluate=expand(space).points, max_concurrent=s.max_concurrent or 0)
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=s.search_seed, n_startup_trials=space.startup_trials)
+    searcher = OptunaSearch(space=ProposalSpace(space), metric=records.best_key(s.metric), mode=s.mode,
+                            sampler=sampler)
+    return ConcurrencyLimiter(searcher, s.max_concurrent) if s.max_concurrent else searcher
 
 
 def _check_folder(exp_dir: Path, resume: bool) -> None:
@@ -297,7 +318,8 @@ def _fit(space: Space, space_file: str, exp_dir: Path, resume: bool, progress: S
     _log_to_file(exp_dir)
     records.write_study_settings(exp_dir, {"source": str(space_file), "metric": space.study.metric,
                                            "mode": space.study.mode, "max_epochs": space.max_epochs,
-                                           "trials": space.num_trials, "search_seed": space.study.search_seed,
+                                           "trials": space.num_trials, "search": space.study.search.type,
+                                           "search_seed": space.study.search_seed,
                                            "versions": collect_versions()})
     connect(address, dashboard["dashboard"], dashboard["host"], dashboard["port"], console, exp_dir)
     try:

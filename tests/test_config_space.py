@@ -50,6 +50,17 @@ def _space(tmp_path, search=None, study=None, **fixed):
     (None, {"metric": "test_srcc"}, "test metrics are never used to select"),
     (None, {"scheduler": {"reduction_factor": 1}}, "study.scheduler.reduction_factor: must be > 1"),
     (None, {"num_sampels": 3}, "(did you mean 'num_samples'?)"),
+    ({"loss.alpha": {"uniform": [0.0, 1.0]}}, {"search": {"type": "grid"}},
+     "search.loss.alpha: study.search.type grid takes listed values (grid or choice), and uniform has none"),
+    ({"loss.alpha": {"choice": [0.0, 1.0]}}, {"search": {"type": "grid"}, "num_samples": 3},
+     "study.num_samples: a grid runs each combination once"),
+    ({"loss.alpha": {"choice": [0.0, 1.0]}}, {"search": {"type": "random", "startup_trials": 3}},
+     "study.search.startup_trials: only optuna has startup trials"),
+    ({"loss.alpha": {"choice": [0.0, 1.0]}}, {"search": {"type": "tpe"}}, "study.search.type"),
+    ({"loss.alpha": {"choice": [0.0, 1.0]}, "data.split.seed": {"grid": [0, 1]}},
+     {"search": {"type": "optuna"}, "scheduler": {"type": "none"}},
+     "search.data.split.seed: optuna proposes one configuration per trial"),
+    (None, {"search": {"type": "optuna"}}, "study.search.type optuna: nothing to search"),
 ])
 def test_space_errors(tmp_path, search, study, message):
     path = _space(tmp_path, search, study)
@@ -103,3 +114,44 @@ def test_shipped_spaces_are_valid(name):
     assert space.num_trials >= 2
     paths = {d.path for d in space.dims}
     assert "loss.alpha" in paths
+
+
+def test_grid_search_takes_choice_values_as_axes(tmp_path):
+    from iqa_tune.space import expand
+
+    search = {"loss.alpha": {"choice": [0.0, 0.5, 1.0]}, "train.lr": {"choice": [1.0e-3, 1.0e-4]}}
+    grid = load_space(str(_space(tmp_path, search, {"search": {"type": "grid"}})))
+    points = expand(grid).points
+    assert len(points) == 6 and len({tuple(sorted(p.items())) for p in points}) == 6
+    random = load_space(str(_space(tmp_path, search, {"num_samples": 3})))
+    assert len(expand(random).points) <= 3  # random: 3 draws of the two choices (repeats run once)
+
+
+def test_optuna_proposals_follow_the_space_and_skip_inert_keys(tmp_path):
+    """Optuna's define-by-run space, asked directly (no Ray): every value is one the random search could draw,
+    and the ranking granularity is asked for exactly when alpha makes it matter."""
+    import optuna
+
+    from iqa_tune.space import ProposalSpace
+
+    search = {"loss.ranking": {"choice": ["patch", "image"]}, "loss.alpha": {"choice": [0.0, 1.0]},
+              "train.lr": {"loguniform": [1.0e-5, 1.0e-3]}, "model.dropout": {"quniform": [0.0, 0.5, 0.1]},
+              "data.test_patches": {"randint": [2, 5]}}
+    space = load_space(str(_space(tmp_path, search, {"search": {"type": "optuna"}, "num_samples": 20},
+                                  train={"patches_per_image": 2}, data={"dataset": "demo", "train_patches": 2})))
+    assert space.num_trials == 20 and space.startup_trials == 6
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0,
+                                                                                         n_startup_trials=4))
+    propose = ProposalSpace(space)
+    seen_alpha = set()
+    for i in range(20):
+        trial = study.ask()
+        propose(trial)
+        p = trial.params
+        seen_alpha.add(p["loss.alpha"])
+        assert ("loss.ranking" in p) == (p["loss.alpha"] != 0.0)
+        assert 1.0e-5 <= p["train.lr"] <= 1.0e-3
+        assert p["data.test_patches"] in (2, 3, 4)  # randint: hi exclusive, as in the random search
+        assert abs(p["model.dropout"] * 10 - round(p["model.dropout"] * 10)) < 1e-9
+        study.tell(trial, -abs(p["train.lr"] - 1.0e-4) + (0.01 if p["loss.alpha"] else 0.0))
+    assert seen_alpha == {0.0, 1.0}

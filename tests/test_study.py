@@ -167,3 +167,37 @@ def test_interrupt_then_resume_loses_nothing_and_keeps_asha_decisions(tmp_path):
     resumed = cli("run", space, "--no-dashboard", "--resume")
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert _outcome(exp) == reference
+
+
+def test_optuna_study_asks_only_what_matters_and_resumes_with_its_searcher(tmp_path):
+    """TPE through Tune's OptunaSearch with ASHA: interrupted after two trials and resumed, the study runs its
+    budget exactly once (the searcher's state comes back with it), and a trial at alpha 0 was never asked for a
+    ranking granularity, while the report still shows the setting it ran with."""
+    space = write_space(tmp_path, {"loss.alpha": {"choice": [0.0, 1.0]}, "loss.ranking": {"choice": ["patch", "image"]},
+                                   "train.lr": {"loguniform": [1.0e-4, 3.0e-3]}},
+                        {"name": "tpe", "num_samples": 4, "max_concurrent": 1, "search_seed": 3,
+                         "search": {"type": "optuna", "startup_trials": 2},
+                         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}},
+                        train={**TINY["train"], "epochs": 2})
+    exp = tmp_path / "results/tpe"
+    proc = subprocess.Popen([sys.executable, "-m", "iqa_tune.cli", "run", str(space), "--no-dashboard"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(exp.glob("*/result.json"))) < 2:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    assert "proposed by optuna TPE, seed 3" in out
+    before = {p.parent.name: p.read_text() for p in exp.glob("*/params.json")}
+    resumed = cli("run", space, "--no-dashboard", "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    params = {p.parent.name: json.loads(p.read_text()) for p in exp.glob("*/params.json")}
+    assert len(params) == 4  # the budget, not 4 more: the searcher knew what it had proposed
+    assert all(json.loads(before[t]) == params[t] for t in before)
+    for p in params.values():
+        assert ("loss.ranking" in p) == (p["loss.alpha"] != 0.0)
+    ranking = pd.read_csv(exp / "report/ranking.csv")
+    assert len(ranking) == 4 and ranking["hp.loss.ranking"].notna().all()
+    assert set(json.loads((exp / "trial_status.json").read_text()).values()) == {"TERMINATED"}
+    assert yaml.safe_load((exp / "study.yaml").read_text())["search"] == "optuna"
