@@ -3,7 +3,8 @@
 Sections: ``data`` (patch delivery vs the reference's decode-per-patch pattern, and vs a plain numpy copy),
 ``tune`` (per-epoch time inside Tune vs the bare solver, Ray start to first report), ``asha`` (trial-epochs and
 wall time of a 12-point grid with and without ASHA, and whether the grid's best survives), ``memory`` (peak RSS
-of the driver and of trial workers with 1 and 2 concurrent trials). Benchmarks, not tests: numbers vary with the
+of the driver and of trial workers with 1 and 2 concurrent trials), ``search`` (TPE against random search at the
+same budget, over three search seeds), ``gpu`` (swin_tiny through the solver on a CUDA device). Benchmarks, not tests: numbers vary with the
 machine and its load, so every figure is compared with its baseline measured in the same run.
 """
 
@@ -206,6 +207,31 @@ def bench_asha(quick: bool, tmp: Path) -> dict:
             "asha_best_config": config_of(asha, best(asha_rows))}
 
 
+SEARCH_SPACE = {"loss.alpha": {"uniform": [0.0, 2.0]}, "train.lr": {"loguniform": [1.0e-4, 3.0e-3]},
+                "train.weight_decay": {"loguniform": [1.0e-5, 1.0e-1]}, "model.dropout": {"uniform": [0.0, 0.5]},
+                "train.schedule": {"choice": ["step", "cosine"]}}
+
+
+def bench_search(quick: bool, tmp: Path) -> dict:
+    """TPE + ASHA against random + ASHA at the same trial budget, over several search seeds: the best val SRCC
+    each study found (its trials' best epochs), and the median over seeds."""
+    budget, seeds, epochs = (6, [0], 3) if quick else (12, [0, 1, 2], 4)
+    out: dict = {"budget": budget, "epochs": epochs, "space": ", ".join(SEARCH_SPACE)}
+    for kind in ("random", "optuna"):
+        found = []
+        for seed in seeds:
+            exp, _ = _study(tmp, f"search-{kind}-{seed}", SEARCH_SPACE,
+                            {"num_samples": budget, "search_seed": seed, "search": {"type": kind}, "max_concurrent": 2,
+                             "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 3}},
+                            epochs=epochs, threads=1)
+            bests = [rows[-1].get(records.best_key("val_srcc"), math.nan) for rows in _rows(exp).values()]
+            found.append(max((b for b in bests if math.isfinite(b)), default=math.nan))
+        out[f"{kind}_best_val_srcc"] = found
+        out[f"{kind}_median"] = statistics.median(found)
+    out["optuna_minus_random"] = out["optuna_median"] - out["random_median"]
+    return out
+
+
 def bench_memory(quick: bool, tmp: Path) -> dict:
     import resource
 
@@ -400,6 +426,7 @@ def run_bench(args) -> int:
             fn = {"data": lambda: bench_data(args.quick), "tune": lambda: bench_tune(args.quick, Path(tmp)),
                   "asha": lambda: bench_asha(args.quick, Path(tmp)),
                   "memory": lambda: bench_memory(args.quick, Path(tmp)),
+                  "search": lambda: bench_search(args.quick, Path(tmp)),
                   "gpu": lambda: bench_gpu(args.quick, Path(tmp))}[name]
             report[name] = fn()
             Path(args.out).write_text(json.dumps(report, indent=1, default=str))

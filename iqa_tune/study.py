@@ -30,6 +30,9 @@ from .versions import collect as collect_versions
 # Tune warns about frequent experiment snapshots when trials report fast; our snapshots are small local files
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "3600")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Ray enables token authentication by default for an instance it starts, but a driver connecting by address
+# (the shared local instance, see iqa_tune.instance) sends the token only in token mode, read at import
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
@@ -146,34 +149,44 @@ def _working_in(folder: Path) -> Iterator[None]:
         os.chdir(before)
 
 
-def connect(address: str | None, dashboard: bool, host: str, port: int, console: Console, exp_dir: Path) -> None:
-    """Join a cluster, or start a local one with the dashboard on ``host:port``; say how to open it.
+@contextlib.contextmanager
+def connected(address: str | None, dashboard: bool, host: str, port: int, console: Console,
+              exp_dir: Path) -> Iterator[None]:
+    """Connected to Ray for the block: the cluster at ``address``, or else the local instance the studies on this
+    machine share (:mod:`iqa_tune.instance`: joined if another study started it, else started with the dashboard on
+    ``host:port``, and ended by its supervisor once no study uses it). Says which, and how to open the dashboard.
 
     Either way the driver's own code goes to every worker (Ray's runtime environment, ``py_modules``): trials
     import the same iqa_tune as the driver, and a worker node needs only the dependencies installed. Ray also puts
     the driver's current folder first on every worker's ``sys.path``; started from a source checkout, that would
     be whatever checkout sits at that path on the worker's node, so ray.init runs in the study folder instead."""
+    from . import instance
+
     kwargs = dict(log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
-    with tempfile.TemporaryDirectory(prefix="iqa-tune-code-") as tmp, _working_in(exp_dir):
-        # ray.init uploads the code before it returns
-        kwargs["runtime_env"] = {"py_modules": [code_for_workers(Path(tmp))], "excludes": ["__pycache__"]}
-        if address:
-            ctx = ray.init(address=address, **kwargs)
-        else:
-            if host not in ("127.0.0.1", "localhost", "::1"):
+    with contextlib.ExitStack() as stack:
+        if not address:
+            if dashboard and host not in ("127.0.0.1", "localhost", "::1"):
                 console.print(f"[bold yellow]warning:[/] the dashboard listens on {host}: anyone who can reach it "
                               "can submit jobs, i.e. run code on this cluster. Prefer 127.0.0.1 and an SSH tunnel.")
-            # "local": always a new instance of this run's own. A bare ray.init() would first try the cluster named
-            # in /tmp/ray/ray_current_cluster, which `ray start` leaves behind, and hang when that one is gone
-            ctx = ray.init(address="local", include_dashboard=dashboard, dashboard_host=host, dashboard_port=port,
-                           **kwargs)
-    url = getattr(ctx, "dashboard_url", None)
-    if url:
-        console.print(f"Ray dashboard: [link=http://{url}]http://{url}[/link]")
-        token = Path.home() / ".ray" / "auth_token"
-        if os.environ.get("RAY_AUTH_TOKEN") or token.is_file():
-            console.print(f"  token authentication is on: the dashboard asks for the token in {token} "
-                          "(or $RAY_AUTH_TOKEN)")
+            shared, started = stack.enter_context(instance.shared(dashboard, host, port))
+            address = shared.address
+            console.print(f"{'started' if started else 'joined'} the local Ray instance at {address}, shared by "
+                          "the studies on this machine" + ("" if started else " (another study started it)"))
+        with tempfile.TemporaryDirectory(prefix="iqa-tune-code-") as tmp, _working_in(exp_dir):
+            # ray.init uploads the code before it returns
+            kwargs["runtime_env"] = {"py_modules": [code_for_workers(Path(tmp))], "excludes": ["__pycache__"]}
+            ctx = ray.init(address=address, **kwargs)
+        try:
+            url = getattr(ctx, "dashboard_url", None)
+            if url:
+                console.print(f"Ray dashboard: [link=http://{url}]http://{url}[/link]")
+                token = Path.home() / ".ray" / "auth_token"
+                if os.environ.get("RAY_AUTH_TOKEN") or token.is_file():
+                    console.print(f"  token authentication is on: the dashboard asks for the token in {token} "
+                                  "(or $RAY_AUTH_TOKEN)")
+            yield
+        finally:
+            ray.shutdown()  # this driver only: the instance stays up for the studies still using it
 
 
 def preflight(space: Space) -> None:
@@ -321,8 +334,7 @@ def _fit(space: Space, space_file: str, exp_dir: Path, resume: bool, progress: S
                                            "trials": space.num_trials, "search": space.study.search.type,
                                            "search_seed": space.study.search_seed,
                                            "versions": collect_versions()})
-    connect(address, dashboard["dashboard"], dashboard["host"], dashboard["port"], console, exp_dir)
-    try:
+    with connected(address, dashboard["dashboard"], dashboard["host"], dashboard["port"], console, exp_dir):
         preflight(space)
         console.print(f"study [bold]{escape(space.study.name)}[/]: {escape(trial_count(space))} trials, "
                       f"results in {escape(str(exp_dir))}")
@@ -331,8 +343,6 @@ def _fit(space: Space, space_file: str, exp_dir: Path, resume: bool, progress: S
             tuner.fit()
         finally:
             progress.stop()
-    finally:
-        ray.shutdown()
 
 
 def _outcome(space: Space, space_file: str, exp_dir: Path, console: Console) -> int:

@@ -9,6 +9,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session", autouse=True)
+def ray_runtime(tmp_path_factory):
+    """The tests' studies share a local Ray instance of their own (iqa_tune.instance), not one a study running
+    beside the tests on this machine started; at the end of the session it is stopped instead of idling out."""
+    import json
+    import signal
+
+    folder = tmp_path_factory.mktemp("ray-runtime")
+    os.environ["IQA_TUNE_RUNTIME"] = str(folder)
+    yield folder
+    try:
+        supervisor = json.loads((folder / "instance.json").read_text())["supervisor"]
+        os.kill(int(supervisor.split("-")[0]), signal.SIGTERM)
+    except (OSError, ValueError, KeyError):
+        pass
+
+
+@pytest.fixture(scope="session", autouse=True)
 def cache_dir(tmp_path_factory):
     """One decoded-image cache (and demo dataset) for the whole session, outside the repo."""
     path = Path(os.environ.get("IQA_TUNE_CACHE") or tmp_path_factory.mktemp("cache"))

@@ -144,7 +144,7 @@ def test_optuna_proposals_follow_the_space_and_skip_inert_keys(tmp_path):
                                                                                          n_startup_trials=4))
     propose = ProposalSpace(space)
     seen_alpha = set()
-    for i in range(20):
+    for _ in range(20):
         trial = study.ask()
         propose(trial)
         p = trial.params

@@ -201,3 +201,54 @@ def test_optuna_study_asks_only_what_matters_and_resumes_with_its_searcher(tmp_p
     assert len(ranking) == 4 and ranking["hp.loss.ranking"].notna().all()
     assert set(json.loads((exp / "trial_status.json").read_text()).values()) == {"TERMINATED"}
     assert yaml.safe_load((exp / "study.yaml").read_text())["search"] == "optuna"
+
+
+def test_two_studies_at_once_share_one_instance_and_ctrl_c_of_one_leaves_the_other(tmp_path):
+    """Started together, the second study joins the local Ray instance the first started, and their trials queue
+    for the same cores. Ctrl-C of the first ends only its own trials: the second finishes every trial. Once
+    neither uses it, the instance's supervisor ends it."""
+    import os
+
+    from iqa_tune import instance
+
+    runtime = tmp_path / "runtime"  # this test's own instance, watched from start to end
+    env = {**os.environ, "IQA_TUNE_RUNTIME": str(runtime), "PYTHONPATH": str(ROOT)}
+    a = write_space(tmp_path, {"loss.alpha": {"grid": [0.0, 1.0]}},
+                    {"name": "a", "max_concurrent": 1, "scheduler": {"type": "none"}}, name="a.yaml")
+    b = write_space(tmp_path, {"loss.alpha": {"grid": [0.0, 0.5, 1.0]}},
+                    {"name": "b", "max_concurrent": 1, "scheduler": {"type": "none"}}, name="b.yaml",
+                    train={**TINY["train"], "epochs": 2})
+    run = [sys.executable, "-m", "iqa_tune.cli", "run"]
+    pa = subprocess.Popen([*run, str(a), "--no-dashboard"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    pb = subprocess.Popen([*run, str(b), "--no-dashboard"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 400
+    folder = tmp_path / "results"
+    while time.monotonic() < deadline and not (list(folder.glob("a/*/result.json"))
+                                               and list(folder.glob("b/*/result.json"))):
+        time.sleep(0.5)
+    supervisor = json.loads((runtime / "instance.json").read_text())["supervisor"]
+    assert instance._alive(supervisor)
+    pa.send_signal(signal.SIGINT)
+    out_a, err_a = pa.communicate(timeout=300)
+    out_b, err_b = pb.communicate(timeout=400)
+    assert pa.returncode == 130, out_a[-2000:] + err_a[-2000:]
+    assert pb.returncode == 0, out_b[-2000:] + err_b[-2000:]
+    said = out_a + out_b
+    assert said.count("started the local Ray instance at") == 1 and said.count("joined the local Ray instance") == 1
+    status = json.loads((folder / "b/trial_status.json").read_text())
+    assert len(status) == 3 and set(status.values()) == {"TERMINATED"}
+    b_trials = [t for t in (folder / "b").iterdir() if (t / "result.json").exists()]
+    assert len(b_trials) == 3 and all(len(results(t)) == 2 for t in b_trials)
+    # the first study is resumable, in the instance the other left behind or a new one
+    assert "INTERRUPTED" in json.loads((folder / "a/trial_status.json").read_text()).values() or \
+        "PENDING" in json.loads((folder / "a/trial_status.json").read_text()).values()
+    deadline = time.monotonic() + instance.IDLE_S + 60
+    while time.monotonic() < deadline and (runtime / "instance.json").exists():
+        time.sleep(1)
+    assert not (runtime / "instance.json").exists() and not list((runtime / "users").iterdir())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and instance._alive(supervisor):
+        time.sleep(1)
+    assert not instance._alive(supervisor)  # and with it the head it ran (ray start --block, SIGTERM)
