@@ -64,6 +64,12 @@ class PageCheck:
     headline: str = ""
     title: str = ""
     extra: object = None  # what the caller's own expression returned
+    requests: list[str] = field(default_factory=list)  # every URL the page asked for
+
+    @property
+    def external(self) -> list[str]:
+        """Requests that would need a network: the page must work offline."""
+        return [u for u in self.requests if not u.startswith(("file:", "data:", "about:", "blob:"))]
 
     @property
     def problems(self) -> list[str]:
@@ -79,6 +85,7 @@ class PageCheck:
             out.append(f"ranking ends at {self.ranking_right:.0f} px, past the {self.inner_width} px window")
         if not self.headline.strip():
             out.append("no headline")
+        out += [f"fetches {u} (the page must work offline)" for u in self.external]
         return out
 
 
@@ -188,7 +195,7 @@ def check_page(page: Path, width: int = 1400, height: int = 900, screenshot: Pat
         try:
             target = pipe.call("Target.createTarget", {"url": "about:blank"})["targetId"]
             s = pipe.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-            for domain in ("Page", "Runtime", "Log"):
+            for domain in ("Page", "Runtime", "Log", "Network"):
                 pipe.call(f"{domain}.enable", session=s)
             pipe.call("Emulation.setDeviceMetricsOverride",
                       {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=s)
@@ -206,10 +213,12 @@ def check_page(page: Path, width: int = 1400, height: int = 900, screenshot: Pat
                                  session=s, timeout=60)
                 Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
             errors = _console_errors(pipe.events)
+            requests = [e["params"]["request"]["url"] for e in pipe.events
+                        if e.get("method") == "Network.requestWillBeSent"]
         finally:
             pipe.close()
     return PageCheck(errors, value["plots"], value["scrollWidth"], value["innerWidth"], value["rankingWidth"],
-                     value["headline"], value["title"], extra)
+                     value["headline"], value["title"], extra, requests)
 
 
 def main(argv: list[str] | None = None) -> int:

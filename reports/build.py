@@ -182,9 +182,10 @@ def page_sections(exp_dir: Path, r: dict) -> list[Section]:
     """The page after the headline, in reading order; a new table or plot is one more entry here."""
     metric, ranking, epochs = r["metric"], r["ranking"], r["epochs"]
     toggle = ('<label class="toggle"><input type="checkbox" id="adv-toggle"> more columns: PLCC, the maximum test '
-              "SRCC over epochs (selected on test), overfitting signals, differences to the top trial</label>")
+              "SRCC over epochs (selected on test), overfitting signals, differences to the top trial, any further "
+              "searched values</label>")
     sections = [Section("ranking", f"Ranking by {metric_label(metric)} at each trial's best epoch",
-                        ranking_table(ranking, metric),
+                        ranking_table(ranking, metric, r.get("importance")),
                         "Test SRCC is read at the best val epoch; its CI is a 95% bootstrap over test images; "
                         "<i>vs top</i> is a paired bootstrap against rank 1 on the same images. Click a header "
                         "to sort; grey values had no effect in that configuration. " + toggle)]

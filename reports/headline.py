@@ -80,7 +80,7 @@ def noise(ranking: pd.DataFrame, experiment: str) -> Finding | None:
     text += f", {better} significantly better although val ranked {'it' if better == 1 else 'them'} lower." \
         if better else "."
     if same:
-        text += (f" Their order in the ranking is not evidence: a confirmation over seeds (iqa-tune confirm "
+        text += (f" Their order against the best is not evidence: a confirmation over seeds (iqa-tune confirm "
                  f"{experiment}) retrains the leaders with several seeds and separates them.")
     if better:
         text += " Val and test disagree here: the val set may be too small to select on."

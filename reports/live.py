@@ -66,6 +66,7 @@ class LiveReport:
             try:
                 self._write(exp_dir)
                 self.writes += 1
+                log.info("live report of %s written in %.1f s", exp_dir, self._clock() - self._last_start)
             except Exception:  # the study matters more than its report: log it and go on
                 self.failures += 1
                 log.exception("the live report of %s could not be written; the study goes on", exp_dir)

@@ -24,6 +24,8 @@ from .labels import column_name, fmt, fmt_ci, fmt_value, hp_names
 MAIN = ["rank", "trial", "ended", "best_epoch", "{metric}", "test_srcc", "test_ci", "vs_top"]
 HIDDEN = {"inert", "predictions", "test_srcc_ci_lo", "test_srcc_ci_hi", "diff_ci_lo", "diff_ci_hi"}
 RELOAD_S = 30  # a page of a running study reloads itself this often
+INTEGERS = {"rank", "best_epoch", "epochs_run", "trials", "splits"}  # counts, whatever dtype NaN forced on them
+MAIN_HPS = 7  # searched values shown by default (the most important first); more go behind the toggle
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:20px auto;max-width:1360px;padding:0 12px;color:#222}
@@ -35,7 +37,9 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 6px}
 .scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:13px}
 th,td{border-bottom:1px solid #e3e3e3;padding:3px 8px;text-align:right;white-space:nowrap}
-th{background:#f6f6f6;cursor:pointer;user-select:none;position:sticky;top:0}
+th{background:#f6f6f6;cursor:pointer;user-select:none;position:sticky;top:0;white-space:normal;max-width:7em;
+  vertical-align:bottom}
+td.clip{max-width:11em;overflow:hidden;text-overflow:ellipsis}
 th.sorted-asc::after{content:" \\25B2"}th.sorted-desc::after{content:" \\25BC"}
 td.text,th.text{text-align:left}td.wrap{white-space:normal;max-width:28em;text-align:left}
 td.inert{color:#aaa}tr:hover td{background:#fafae6}
@@ -118,9 +122,17 @@ def html_table(df: pd.DataFrame, advanced: set[str] = frozenset(), text: set[str
         cells = []
         for c in cols:
             v = r[c]
-            shown = fmt_value(v) if c.startswith(HP_PREFIX) else fmt(v)
+            if c.startswith(HP_PREFIX):
+                shown = fmt_value(v)
+            elif c in INTEGERS and isinstance(v, (float, np.floating)) and np.isfinite(v):
+                shown = str(int(v))
+            else:
+                shown = fmt(v)
             extra = ["inert"] if muted is not None and muted(i, c) else []
             tip = ' title="no effect in this configuration"' if extra else ""
+            if c.startswith(HP_PREFIX) and len(shown) > 14:  # a long name (a backbone) is clipped; hover shows it
+                extra.append("clip")
+                tip = tip or f' title="{html.escape(shown)}"'
             cells.append(f'<td{cls(c, extra)}{tip} data-v="{html.escape(_sort_key(v))}">{html.escape(shown)}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     ident = f' id="{table_id}"' if table_id else ""
@@ -128,8 +140,10 @@ def html_table(df: pd.DataFrame, advanced: set[str] = frozenset(), text: set[str
             f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
-def ranking_view(ranking: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, set[str]]:
-    """The ranking for the page: the CIs as one column each, main columns first, the rest marked advanced."""
+def ranking_view(ranking: pd.DataFrame, metric: str, importance: pd.DataFrame | None = None,
+                 ) -> tuple[pd.DataFrame, set[str]]:
+    """The ranking for the page: the CIs as one column each, main columns first, the rest marked advanced.
+    Searched values beyond ``MAIN_HPS`` (the least important by ``importance``, else the last) are advanced too."""
     df = ranking.copy()
     if "test_srcc_ci_lo" in df:
         df["test_ci"] = [fmt_ci(lo, hi) for lo, hi in zip(df["test_srcc_ci_lo"], df["test_srcc_ci_hi"])]
@@ -137,12 +151,16 @@ def ranking_view(ranking: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, set[
         df["diff_ci"] = [fmt_ci(lo, hi) for lo, hi in zip(df["diff_ci_lo"], df["diff_ci_hi"])]
     main = [c for c in dict.fromkeys(m.format(metric=metric) for m in MAIN) if c in df]
     hp = [c for c in df if c.startswith(HP_PREFIX)]
+    if importance is not None and len(hp) > MAIN_HPS:
+        rank = {h: i for i, h in enumerate(importance.sort_values("importance", ascending=False)["hyperparameter"])}
+        names = hp_names(hp)
+        hp = sorted(hp, key=lambda c: rank.get(names[c], len(rank)))
     rest = [c for c in df if c not in main and c not in hp and c not in HIDDEN]
-    return df[main + hp + rest], set(rest)
+    return df[main + hp + rest], set(hp[MAIN_HPS:]) | set(rest)
 
 
-def ranking_table(ranking: pd.DataFrame, metric: str) -> str:
-    view, advanced = ranking_view(ranking, metric)
+def ranking_table(ranking: pd.DataFrame, metric: str, importance: pd.DataFrame | None = None) -> str:
+    view, advanced = ranking_view(ranking, metric, importance)
     inert = [set(filter(None, str(s).split(","))) for s in ranking.get("inert", pd.Series([""] * len(ranking)))]
 
     def muted(i, c):
@@ -185,7 +203,6 @@ def render_page(title: str, status: PageStatus, findings: list[Finding], section
                                      config={"displaylogo": False, "responsive": True}))
             first = False
         parts.append(s.body + "</section>")
-    if last_line:
-        parts.append(f"<footer>{html.escape(last_line)}</footer>")
-    parts.append(f"<script>{SCRIPT}</script></body></html>")
+    parts.append(f"<script>{SCRIPT}</script>")
+    parts.append(f"<footer>{html.escape(last_line)}</footer></body></html>")  # the last line says what ran
     return "\n".join(parts)
