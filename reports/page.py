@@ -37,8 +37,8 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 6px}
 .scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:13px}
 th,td{border-bottom:1px solid #e3e3e3;padding:3px 8px;text-align:right;white-space:nowrap}
-th{background:#f6f6f6;cursor:pointer;user-select:none;position:sticky;top:0;white-space:normal;max-width:7em;
-  vertical-align:bottom}
+th{background:#f6f6f6;cursor:pointer;user-select:none;position:sticky;top:0;vertical-align:bottom}
+#ranking-table th{white-space:normal;max-width:7em}
 td.clip{max-width:11em;overflow:hidden;text-overflow:ellipsis}
 th.sorted-asc::after{content:" \\25B2"}th.sorted-desc::after{content:" \\25BC"}
 td.text,th.text{text-align:left}td.wrap{white-space:normal;max-width:28em;text-align:left}
