@@ -49,7 +49,7 @@ def _spaces(args) -> int:
 
 
 def _run(args) -> int:
-    from .reports.build import build_report
+    from .reports.build import build_report, write_report
     from .reports.live import LiveReport
     from .shipped import resolve
     from .study import run_study
@@ -64,6 +64,8 @@ def _run(args) -> int:
         live.close()
     if code in (0, 1):  # finished, even if every trial errored: the report says why
         build_report(exp_dir)
+    elif (exp_dir / "report").is_dir():  # interrupted: the live page must stop saying that trials are running
+        write_report(exp_dir, pictures=False)
     return code
 
 

@@ -275,7 +275,7 @@ def compute_tables(exp_dir: Path, metric: str | None = None) -> dict:
     ranking = add_uncertainty(ranking, preds)
     return {"metric": metric, "mode": mode, "epochs": epochs, "ranking": ranking,
             "groups": group_split_seeds(ranking, metric, mode), "marginals": marginals(ranking, metric, mode),
-            "versions": settings.get("versions")}
+            "versions": settings.get("versions"), "source": settings.get("source")}
 
 
 def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = None,
@@ -290,7 +290,7 @@ def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     out.mkdir(parents=True, exist_ok=True)
     metric, ranking = r["metric"], r["ranking"]
     r["importance"], r["importance_note"] = fit_importance(r)
-    r["findings"] = headline(ranking, r["epochs"], metric, str(exp_dir))
+    r["findings"] = headline(ranking, r["epochs"], metric, str(exp_dir), r["source"])
     r["out"] = out
     r["epochs"].to_parquet(out / "results.parquet", index=False)
     cols = _columns(ranking, metric)

@@ -9,6 +9,7 @@ their best epoch. Nothing here knows about a particular study.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,7 @@ class Finding:
     text: str
 
 
-def progress(ranking: pd.DataFrame) -> Finding | None:
+def progress(ranking: pd.DataFrame, resume: str = "iqa-tune run SPACE --resume") -> Finding | None:
     """Running, pending or interrupted trials: the figures below are provisional."""
     ended = ranking["ended"].value_counts()
     running, pending = int(ended.get("running", 0)), int(ended.get("pending", 0) + ended.get("paused", 0))
@@ -41,7 +42,7 @@ def progress(ranking: pd.DataFrame) -> Finding | None:
                                    "The figures below will change; the report is rewritten whenever a trial ends.")
     if interrupted:
         return Finding("progress", f"The study was interrupted with {interrupted} of {len(ranking)} trials "
-                                   "unfinished: resume it with iqa-tune run SPACE --resume.")
+                                   f"unfinished: resume it with {resume}.")
     return None
 
 
@@ -120,9 +121,13 @@ def overfitting(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> Fin
     return Finding("overfitting", f"{verdict}. " + "; ".join(parts) + ".")
 
 
-def headline(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str, experiment: str) -> list[Finding]:
-    """The findings, in reading order: progress, best configuration, its figures, noise, overfitting."""
-    found = [progress(ranking)] if len(ranking) else []
+def headline(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str, experiment: str,
+             source: str | None = None) -> list[Finding]:
+    """The findings, in reading order: progress, best configuration, its figures, noise, overfitting.
+    ``source``: the study's space file, for the command that resumes an interrupted study."""
+    exp = Path(experiment)
+    resume = f"iqa-tune run {source or 'SPACE'} --name {exp.name} --storage {exp.parent} --resume"
+    found = [progress(ranking, resume)] if len(ranking) else []
     if ranking.empty or metric not in ranking or not np.isfinite(ranking[metric].iloc[0]):
         return [f for f in found if f] + [Finding("best", "No trial has reported a defined "
                                                           f"{metric_label(metric)} yet.")]

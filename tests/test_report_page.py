@@ -116,6 +116,15 @@ def test_headline_says_when_nothing_followed_the_best_epoch():
     assert "progress" not in found
 
 
+def test_an_interrupted_study_says_how_to_resume_it():
+    ranking = pd.DataFrame({"rank": [1, 2], "trial": ["x", "y"], "ended": ["completed", "interrupted"],
+                            "best_epoch": [1, 1], "epochs_run": [1, 1], "val_srcc": [0.6, 0.5],
+                            "test_srcc": [0.5, 0.4]})
+    found = {f.key: f.text for f in headline(ranking, pd.DataFrame(), "val_srcc", "/r/study", "/s/space.yaml")}
+    assert found["progress"] == ("The study was interrupted with 1 of 2 trials unfinished: resume it with "
+                                 "iqa-tune run /s/space.yaml --name study --storage /r --resume.")
+
+
 def test_names_and_natural_order():
     assert hp_names(["hp.loss.alpha", "hp.train.weight_decay", "hp.train.warmup_epochs", "hp.a.seed",
                      "hp.b.seed"]) == {"hp.loss.alpha": "alpha", "hp.train.weight_decay": "weight decay",
