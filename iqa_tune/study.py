@@ -90,7 +90,8 @@ class StudyProgress(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started = True
         self._draw(trials)
-        records.write_trial_status(self.exp_dir, {t.trial_id: t.status for t in trials})
+        # Tune calls on_trial_start before it sets the trial RUNNING: the record says it runs
+        records.write_trial_status(self.exp_dir, {**{t.trial_id: t.status for t in trials}, trial.trial_id: "RUNNING"})
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._draw(trials)

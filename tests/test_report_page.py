@@ -229,6 +229,10 @@ def test_the_study_callback_records_the_ending_and_calls_the_hook_without_dying(
         raise RuntimeError("report failed")
 
     monkeypatch.setitem(study.TRIAL_END_HOOKS, tmp_path, hook)
+    trials[1].status = "PENDING"  # Tune sets RUNNING only after on_trial_start
+    progress.on_trial_start(0, trials, trials[1])
+    assert json.loads((tmp_path / "trial_status.json").read_text()) == {"t1": "RUNNING", "t2": "RUNNING"}
+    trials[1].status = "RUNNING"
     progress.on_trial_complete(0, trials, trials[0])
     progress.on_trial_error(0, trials, trials[1])
     # Tune still says RUNNING when it calls on_trial_complete: the record (and the page) says how it ended
