@@ -240,10 +240,14 @@ def fit_importance(r: dict) -> tuple[pd.DataFrame | None, str]:
     return imp, ""
 
 
-def study_status(ranking: pd.DataFrame) -> PageStatus:
+def study_status(ranking: pd.DataFrame, planned: int | None = None) -> PageStatus:
+    """Trials running and waiting; ``planned`` (study.yaml) counts trials Tune has not created yet as waiting,
+    while the study is still running."""
     ended = ranking["ended"].value_counts() if len(ranking) else pd.Series(dtype=int)
-    return PageStatus(len(ranking), int(ended.get("running", 0)),
-                      int(ended.get("pending", 0) + ended.get("paused", 0)))
+    running = int(ended.get("running", 0))
+    pending = int(ended.get("pending", 0) + ended.get("paused", 0))
+    unseen = max(0, (planned or 0) - len(ranking)) if running or pending else 0
+    return PageStatus(len(ranking) + unseen, running, pending + unseen)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -275,7 +279,8 @@ def compute_tables(exp_dir: Path, metric: str | None = None) -> dict:
     ranking = add_uncertainty(ranking, preds)
     return {"metric": metric, "mode": mode, "epochs": epochs, "ranking": ranking,
             "groups": group_split_seeds(ranking, metric, mode), "marginals": marginals(ranking, metric, mode),
-            "versions": settings.get("versions"), "source": settings.get("source")}
+            "versions": settings.get("versions"), "source": settings.get("source"),
+            "planned": settings.get("trials")}
 
 
 def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = None,
@@ -290,7 +295,7 @@ def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     out.mkdir(parents=True, exist_ok=True)
     metric, ranking = r["metric"], r["ranking"]
     r["importance"], r["importance_note"] = fit_importance(r)
-    r["findings"] = headline(ranking, r["epochs"], metric, str(exp_dir), r["source"])
+    r["findings"] = headline(ranking, r["epochs"], metric, str(exp_dir), r["source"], r["planned"])
     r["out"] = out
     r["epochs"].to_parquet(out / "results.parquet", index=False)
     cols = _columns(ranking, metric)
@@ -311,7 +316,7 @@ def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     _write_atomic(out / "ranking.md", "\n".join(md) + f"\n\n---\n{last_line}\n")
     if pictures:
         plots(r["epochs"], ranking, metric, out)  # PNG copies of the curves, for documents and Markdown
-    page = render_page(f"{exp_dir.name}: study report", study_status(ranking), r["findings"],
+    page = render_page(f"{exp_dir.name}: study report", study_status(ranking, r["planned"]), r["findings"],
                        page_sections(exp_dir, r), last_line)
     _write_atomic(out / "index.html", page)
     return r

@@ -31,14 +31,18 @@ class Finding:
     text: str
 
 
-def progress(ranking: pd.DataFrame, resume: str = "iqa-tune run SPACE --resume") -> Finding | None:
-    """Running, pending or interrupted trials: the figures below are provisional."""
+def progress(ranking: pd.DataFrame, resume: str = "iqa-tune run SPACE --resume",
+             planned: int | None = None) -> Finding | None:
+    """Running, pending or interrupted trials: the figures below are provisional. ``planned``: the study's trial
+    count, of which Tune may not have created every trial yet."""
     ended = ranking["ended"].value_counts()
     running, pending = int(ended.get("running", 0)), int(ended.get("pending", 0) + ended.get("paused", 0))
     interrupted = int(ended.get("interrupted", 0))
     if running or pending:
+        total = max(len(ranking), planned or 0)
+        pending += total - len(ranking)
         waiting = f" and {pending} waiting to start" if pending else ""
-        return Finding("progress", f"Study in progress: {running} of {len(ranking)} trials still running{waiting}. "
+        return Finding("progress", f"Study in progress: {running} of {total} trials still running{waiting}. "
                                    "The figures below will change; the report is rewritten whenever a trial ends.")
     if interrupted:
         return Finding("progress", f"The study was interrupted with {interrupted} of {len(ranking)} trials "
@@ -122,12 +126,12 @@ def overfitting(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> Fin
 
 
 def headline(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str, experiment: str,
-             source: str | None = None) -> list[Finding]:
+             source: str | None = None, planned: int | None = None) -> list[Finding]:
     """The findings, in reading order: progress, best configuration, its figures, noise, overfitting.
     ``source``: the study's space file, for the command that resumes an interrupted study."""
     exp = Path(experiment)
     resume = f"iqa-tune run {source or 'SPACE'} --name {exp.name} --storage {exp.parent} --resume"
-    found = [progress(ranking, resume)] if len(ranking) else []
+    found = [progress(ranking, resume, planned)] if len(ranking) else []
     if ranking.empty or metric not in ranking or not np.isfinite(ranking[metric].iloc[0]):
         return [f for f in found if f] + [Finding("best", "No trial has reported a defined "
                                                           f"{metric_label(metric)} yet.")]

@@ -64,7 +64,8 @@ def write_experiment(exp):
             save_predictions(trial / "checkpoint_000001/test_predictions.npz", paths, label,
                              quality * label + rng.normal(size=80), 2)
     write_trial_status(exp, {f"t_{n}": t[4] for n, t in TRIALS.items()})
-    write_study_settings(exp, {"metric": "val_srcc", "mode": "max", "max_epochs": 4, "trials": len(TRIALS)})
+    # two more planned trials Tune has not created yet: waiting, while the study runs
+    write_study_settings(exp, {"metric": "val_srcc", "mode": "max", "max_epochs": 4, "trials": len(TRIALS) + 2})
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def test_headline_overfitting_verdict_and_progress(report):
     # a: test 0.78 -> 0.60 after its best epoch 2 while train (patch) 0.7 -> 0.9
     assert text.startswith("Overfitting in 1 of the top")
     assert "#1: test 0.780 -> 0.600 (-0.180), train (patch) 0.700 -> 0.900 (+0.200) from epoch 2 to 4" in text
-    assert finding(report, "progress").startswith("Study in progress: 1 of 6 trials still running")
+    assert finding(report, "progress").startswith("Study in progress: 1 of 8 trials still running and 2 waiting")
 
 
 def test_headline_says_when_nothing_followed_the_best_epoch():
@@ -175,7 +176,7 @@ def test_importance_comes_from_optunas_fanova(report):
 
 def test_a_running_study_says_so_and_reloads_a_finished_one_does_not(report):
     html = (report["out"] / "index.html").read_text()
-    assert 'http-equiv="refresh"' in html and '<span id="running">1</span> of 6 trials still running' in html
+    assert 'http-equiv="refresh"' in html and '<span id="running">1</span> of 8 trials still running</b>, 2 waiting' in html
     done = render_page("t", PageStatus(total=3), [], [])
     assert "refresh" not in done and "still running" not in done
 
