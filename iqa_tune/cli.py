@@ -49,15 +49,23 @@ def _spaces(args) -> int:
 
 
 def _run(args) -> int:
-    from .reports.build import build_report
+    from .reports.build import build_report, write_report
+    from .reports.live import LiveReport
     from .shipped import resolve
     from .study import run_study
 
-    code, exp_dir = run_study(resolve(args.space, "space"), address=args.address, name=args.name, storage=args.storage,
-                              resume=args.resume, dashboard=not args.no_dashboard,
-                              dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
+    live = LiveReport()  # EXPERIMENT/report follows the study: rewritten as trials end
+    try:
+        code, exp_dir = run_study(resolve(args.space, "space"), address=args.address, name=args.name,
+                                  storage=args.storage, resume=args.resume, dashboard=not args.no_dashboard,
+                                  dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
+                                  on_trial_end=live.trial_ended)
+    finally:
+        live.close()
     if code in (0, 1):  # finished, even if every trial errored: the report says why
         build_report(exp_dir)
+    elif (exp_dir / "report").is_dir():  # interrupted: the live page must stop saying that trials are running
+        write_report(exp_dir, pictures=False)
     return code
 
 

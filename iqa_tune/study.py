@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -41,6 +41,9 @@ from ray.tune.search.basic_variant import BasicVariantGenerator  # noqa: E402
 from .scheduler import make_scheduler  # noqa: E402
 
 LOG_FILE = "tune.log"
+# what to call when a trial of a study ends (the CLI's live report), by experiment folder: the callback Tune
+# restores from tuner.pkl on --resume finds it here too, where a pickled attribute would have been lost
+TRIAL_END_HOOKS: dict[Path, Callable[[Path], None]] = {}
 
 
 def param_space(space: Space) -> dict:
@@ -93,18 +96,29 @@ class StudyProgress(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started = True
         self._draw(trials)
-        records.write_trial_status(self.exp_dir, {t.trial_id: t.status for t in trials})
+        # Tune calls on_trial_start before it sets the trial RUNNING: the record says it runs
+        records.write_trial_status(self.exp_dir, {**{t.trial_id: t.status for t in trials}, trial.trial_id: "RUNNING"})
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._draw(trials)
 
+    def _ended(self, trials, trial, status: str) -> None:
+        # Tune calls on_trial_complete while the trial still reads RUNNING; the record says how it ended
+        records.write_trial_status(self.exp_dir, {**{t.trial_id: t.status for t in trials}, trial.trial_id: status})
+        hook = TRIAL_END_HOOKS.get(self.exp_dir)
+        if hook is not None:
+            try:
+                hook(self.exp_dir)
+            except Exception:  # a report is never worth the study
+                logging.getLogger("ray.tune").exception("after trial %s ended", trial.trial_id)
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._draw(trials, force=True)
-        records.write_trial_status(self.exp_dir, {t.trial_id: t.status for t in trials})
+        self._ended(trials, trial, "TERMINATED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._draw(trials, force=True)
-        records.write_trial_status(self.exp_dir, {t.trial_id: t.status for t in trials})
+        self._ended(trials, trial, "ERROR")
 
     def on_experiment_end(self, trials, **info):
         # also reached by the copy Tune restores from tuner.pkl on --resume, which the driver never holds
@@ -292,9 +306,10 @@ def _check_folder(exp_dir: Path, resume: bool) -> None:
 
 def run_study(space_file: str, address: str | None = None, name: str | None = None, storage: str | None = None,
               resume: bool = False, dashboard: bool = True, dashboard_host: str = "127.0.0.1",
-              dashboard_port: int = 8265) -> tuple[int, Path]:
+              dashboard_port: int = 8265, on_trial_end: Callable[[Path], None] | None = None) -> tuple[int, Path]:
     """Run (or resume) a study; returns (exit code, experiment folder): 0 done, 1 every trial errored,
-    130 interrupted (resumable).
+    130 interrupted (resumable). ``on_trial_end(exp_dir)`` is called whenever a trial completes or errors
+    (the CLI's live report); what it raises is logged, never fatal.
 
     One rule for a start that fails (Ray cannot start, the pre-flight refuses, Ctrl-C during start-up): until
     the first trial starts, the folder this run created is removed again, so the same command can simply be
@@ -311,6 +326,8 @@ def run_study(space_file: str, address: str | None = None, name: str | None = No
     with naming(space_file):  # a data problem found here names the space file as well as the data file
         prebuild_caches(space, console)
     progress = StudyProgress(space, exp_dir)
+    if on_trial_end is not None:
+        TRIAL_END_HOOKS[exp_dir] = on_trial_end
     try:
         _fit(space, space_file, exp_dir, resume, progress, console, address,
              dict(dashboard=dashboard, host=dashboard_host, port=dashboard_port))
@@ -318,6 +335,8 @@ def run_study(space_file: str, address: str | None = None, name: str | None = No
         if not resume and not progress.started:
             shutil.rmtree(exp_dir, ignore_errors=True)
         raise
+    finally:
+        TRIAL_END_HOOKS.pop(exp_dir, None)
     if not resume and not progress.started:
         shutil.rmtree(exp_dir, ignore_errors=True)
         console.print("[bold yellow]interrupted[/] before any trial started; nothing was kept: run the same "

@@ -1,16 +1,18 @@
 """``iqa-tune report EXPERIMENT_DIR``: one table computed once, then written as parquet, CSV, Markdown, a rich
-terminal table, PNG pictures and a self-contained ``index.html`` (pictures inlined, no external assets)."""
+terminal table with the headline, PNG pictures and a self-contained ``index.html`` (the page: ``page.py``, its
+plots: ``figures.py``, its first lines: ``headline.py``)."""
 
 from __future__ import annotations
 
-import base64
 import html
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from rich.console import Console
+from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
@@ -19,6 +21,17 @@ from iqa_tune.live import SHORT_ENDING
 from iqa_tune.records import HP_PREFIX, SELECTION_METRICS, load_experiment, load_predictions, study_settings
 from iqa_tune.versions import summary
 
+from .figures import (
+    MIN_TRIALS_FOR_IMPORTANCE,
+    divergence,
+    importance,
+    importance_figure,
+    learning_curves,
+    parallel_coordinates,
+)
+from .headline import headline
+from .labels import fmt_value, hp_names, metric_label, natural_order
+from .page import PageStatus, Section, html_table, ranking_table, render_page
 from .ranking import add_uncertainty, group_split_seeds, marginals, rank_trials
 
 SHOWN = ["rank", "trial", "ended", "best_epoch", "val_srcc", "val_plcc", "test_srcc", "test_srcc_ci_lo",
@@ -130,8 +143,12 @@ def plots(epochs: pd.DataFrame, ranking: pd.DataFrame, metric: str, out: Path) -
             df = ranking.dropna(subset=[metric])
             values = df[c]
             numeric = pd.api.types.is_numeric_dtype(values) and values.nunique() > 2
-            x = values if numeric else values.astype(str)
+            order = natural_order(values)  # categories in their natural order (0.0 left of 1.0), not as met
+            x = values if numeric else values.map({v: i for i, v in enumerate(order)})
             ax.scatter(x, df[metric], alpha=0.7)
+            if not numeric:
+                ax.set_xticks(range(len(order)), [fmt_value(v) for v in order])
+                ax.set_xlim(-0.5, len(order) - 0.5)
             if numeric and values.min() > 0 and values.max() / values.min() > 20:
                 ax.set_xscale("log")
             ax.set_xlabel(c.removeprefix(HP_PREFIX))
@@ -149,21 +166,95 @@ def footer(versions: dict | None) -> str:
     return f"Ran with {summary(versions)}." if versions else "Versions not recorded (a study of an older iqa-tune)."
 
 
-def to_html(sections: list[tuple[str, str]], pictures: list[Path], title: str, last_line: str = "") -> str:
-    """Tables as HTML, pictures inlined as data URIs: one file that opens offline."""
-    parts = [f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}img{max-width:100%}</style>",
-             f"<h1>{html.escape(title)}</h1>"]
-    for heading, table_html in sections:
-        parts += [f"<h2>{html.escape(heading)}</h2>", table_html]
-    for p in pictures:
-        data = base64.b64encode(p.read_bytes()).decode()
-        parts.append(f'<h2>{html.escape(p.stem)}</h2><img alt="{html.escape(p.name)}" '
-                     f'src="data:image/png;base64,{data}">')
-    if last_line:
-        parts.append(f"<hr><footer>{html.escape(last_line)}</footer>")
-    return "\n".join(parts)
+def load_confirmation_table(exp_dir: Path) -> pd.DataFrame | None:
+    """The confirmation over seeds (``reports/confirmation.py``, written by ``iqa-tune confirm``), where this
+    version has it and the study has one."""
+    try:
+        from .confirmation import load_confirmation
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__}.confirmation":
+            raise
+        return None
+    return load_confirmation(exp_dir)
+
+
+def page_sections(exp_dir: Path, r: dict) -> list[Section]:
+    """The page after the headline, in reading order; a new table or plot is one more entry here."""
+    metric, ranking, epochs = r["metric"], r["ranking"], r["epochs"]
+    toggle = ('<label class="toggle"><input type="checkbox" id="adv-toggle"> more columns: PLCC, the maximum test '
+              "SRCC over epochs (selected on test), overfitting signals, differences to the top trial, any further "
+              "searched values</label>")
+    sections = [Section("ranking", f"Ranking by {metric_label(metric)} at each trial's best epoch",
+                        ranking_table(ranking, metric, r.get("importance")),
+                        "Test SRCC is read at the best val epoch; its CI is a 95% bootstrap over test images; "
+                        "<i>vs top</i> is a paired bootstrap against rank 1 on the same images. Click a header "
+                        "to sort; grey values had no effect in that configuration. " + toggle)]
+    confirmation = load_confirmation_table(exp_dir)
+    if confirmation is not None and not confirmation.empty:
+        sections.append(Section("confirmation", "Confirmation over seeds",
+                                html_table(confirmation, text={c for c in confirmation if confirmation[c].dtype == object}),
+                                "Each configuration retrained with several seeds: mean and 95% CI over seeds, "
+                                "Holm-adjusted p against the best."))
+    if (fig := parallel_coordinates(ranking, metric)) is not None:
+        sections.append(Section("parallel", "Hyperparameters against val and test SRCC", figure=fig,
+                                note="One line per trial with a result, coloured by the study metric; drag along "
+                                     "an axis to keep only the trials in that range."))
+    imp = r.get("importance")
+    if imp is not None:
+        sections.append(Section("importance", f"Hyperparameter importance for {metric_label(metric)}",
+                                figure=importance_figure(imp, metric),
+                                note=f"Optuna's fANOVA evaluator (a random forest over the searched values, seed 0) "
+                                     f"on {int(imp['trials'].iloc[0])} trials: the share of the metric's variance "
+                                     "each hyperparameter explains. With few trials it is a rough guide."))
+    else:
+        sections.append(Section("importance", f"Hyperparameter importance for {metric_label(metric)}",
+                                note=html.escape(r.get("importance_note") or "")))
+    if (fig := learning_curves(epochs, ranking, metric)) is not None:
+        sections.append(Section("curves", "Learning curves", figure=fig,
+                                note="Per trial and epoch; hover for the configuration, click a legend entry to "
+                                     "hide a trial. Large ring: the best val epoch; x: stopped by ASHA; square: "
+                                     "errored."))
+    if (fig := divergence(epochs, ranking, metric)) is not None:
+        sections.append(Section("divergence", "Train (patch) against test (image) SRCC, top trials", figure=fig,
+                                note="Overfitting shows as train SRCC rising while test SRCC falls after the best "
+                                     "val epoch (dashed line)."))
+    for key, heading in (("groups", "Grouped over split seeds"), ("marginals", "Marginals per hyperparameter")):
+        df = r[key]
+        if df is not None and not df.empty:
+            if key == "marginals":
+                df = df.assign(hyperparameter=df["hyperparameter"].map(
+                    hp_names(list(df["hyperparameter"].unique()))))
+            sections.append(Section(key, heading, html_table(df, text={"hyperparameter"})))
+    return sections
+
+
+def fit_importance(r: dict) -> tuple[pd.DataFrame | None, str]:
+    """fANOVA importance of the searched values, or why there is none; a failed fit never fails the report."""
+    try:
+        imp = importance(r["ranking"], r["metric"], r["mode"])
+    except Exception as e:  # a library's complaint about an odd study: say so on the page, keep the rest
+        return None, f"Importance could not be computed: {e}"
+    if imp is None:
+        return None, (f"Importance needs at least {MIN_TRIALS_FOR_IMPORTANCE} trials with a result and a searched "
+                      "value that varies.")
+    return imp, ""
+
+
+def study_status(ranking: pd.DataFrame, planned: int | None = None) -> PageStatus:
+    """Trials running and waiting; ``planned`` (study.yaml) counts trials Tune has not created yet as waiting,
+    while the study is still running."""
+    ended = ranking["ended"].value_counts() if len(ranking) else pd.Series(dtype=int)
+    running = int(ended.get("running", 0))
+    pending = int(ended.get("pending", 0) + ended.get("paused", 0))
+    unseen = max(0, (planned or 0) - len(ranking)) if running or pending else 0
+    return PageStatus(len(ranking) + unseen, running, pending + unseen)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """A reader reloading the page during a rewrite sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def compute_tables(exp_dir: Path, metric: str | None = None) -> dict:
@@ -188,39 +279,65 @@ def compute_tables(exp_dir: Path, metric: str | None = None) -> dict:
     ranking = add_uncertainty(ranking, preds)
     return {"metric": metric, "mode": mode, "epochs": epochs, "ranking": ranking,
             "groups": group_split_seeds(ranking, metric, mode), "marginals": marginals(ranking, metric, mode),
-            "versions": settings.get("versions")}
+            "versions": settings.get("versions"), "source": settings.get("source"),
+            "planned": settings.get("trials")}
 
 
-def build_report(exp_dir: Path, out: Path | None = None, metric: str | None = None,
-                 console: Console | None = None) -> Path:
+def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = None,
+                 pictures: bool = True) -> dict:
+    """Compute everything and write every file; returns the tables, the findings and where they went.
+    ``pictures``: also the PNG copies of the curves (matplotlib, seconds; the live rewrite leaves them out)."""
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
         raise UserError(f"{exp_dir}: no such experiment folder")
-    # a log file or CI gets a table wide enough to read; a terminal keeps its own width
-    console = console or Console(width=None if sys.stdout.isatty() else 150)
     r = compute_tables(exp_dir, metric)
     out = Path(out) if out else exp_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     metric, ranking = r["metric"], r["ranking"]
+    r["importance"], r["importance_note"] = fit_importance(r)
+    r["findings"] = headline(ranking, r["epochs"], metric, str(exp_dir), r["source"], r["planned"])
+    r["out"] = out
     r["epochs"].to_parquet(out / "results.parquet", index=False)
     cols = _columns(ranking, metric)
     ranking.to_csv(out / "ranking.csv", index=False)
     md = [f"# {exp_dir.name}: ranked by {metric} at each trial's best epoch\n",
+          *[f"{f.text}\n" for f in r["findings"]],
           "test_srcc is read at the best val epoch (the figure to report); `max_test_srcc (selected on test)` is "
           "the optimistic protocol of the reference code. CI: 95% bootstrap over test images; vs_top: paired "
           "bootstrap against rank 1 on the same images.\n", to_markdown(ranking, cols)]
-    sections = [("Ranking", ranking[cols].to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="n/a"))]
     for key, heading in (("groups", "Grouped over split seeds"), ("marginals", "Marginals per hyperparameter")):
         df = r[key]
         if df is not None and not df.empty:
             md += [f"\n## {heading}\n", to_markdown(df, list(df.columns))]
-            sections.append((heading, df.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="n/a")))
+    if r["importance"] is not None:
+        md += [f"\n## Hyperparameter importance for {metric} (fANOVA)\n",
+               to_markdown(r["importance"], list(r["importance"].columns))]
     last_line = footer(r["versions"])
-    (out / "ranking.md").write_text("\n".join(md) + f"\n\n---\n{last_line}\n")
-    pictures = plots(r["epochs"], ranking, metric, out)
-    (out / "index.html").write_text(to_html(sections, pictures, f"{exp_dir.name}: study report", last_line))
-    console.print(to_rich(terminal_view(ranking, metric), None, f"{exp_dir.name}: ranked by {metric} at each trial's best epoch"))
+    _write_atomic(out / "ranking.md", "\n".join(md) + f"\n\n---\n{last_line}\n")
+    if pictures:
+        plots(r["epochs"], ranking, metric, out)  # PNG copies of the curves, for documents and Markdown
+    page = render_page(f"{exp_dir.name}: study report", study_status(ranking, r["planned"]), r["findings"],
+                       page_sections(exp_dir, r), last_line)
+    _write_atomic(out / "index.html", page)
+    return r
+
+
+def build_report(exp_dir: Path, out: Path | None = None, metric: str | None = None,
+                 console: Console | None = None) -> Path:
+    """``iqa-tune report``: write the report, then print the headline and the compact ranking."""
+    # a log file or CI gets a table wide enough to read; a terminal keeps its own width
+    console = console or Console(width=None if sys.stdout.isatty() else 150)
+    r = write_report(exp_dir, out, metric)
+    metric, ranking, out = r["metric"], r["ranking"], r["out"]
+    console.print(to_rich(terminal_view(ranking, metric), None,
+                          f"{Path(exp_dir).name}: ranked by {metric} at each trial's best epoch"))
     if r["marginals"] is not None and not r["marginals"].empty:
         console.print(to_rich(r["marginals"], list(r["marginals"].columns), "marginals"))
+    if r["importance"] is not None:
+        console.print(Text(f"importance for {metric} (fANOVA, {int(r['importance']['trials'].iloc[0])} trials): "
+                           + ", ".join(f"{h} {v:.2f}" for h, v in zip(r["importance"]["hyperparameter"],
+                                                                      r["importance"]["importance"]))))
     console.print(Text(f"report: {out}/index.html (ranking.csv, ranking.md, results.parquet, *.png)"))
+    console.print(Panel(Text("\n".join(f.text for f in r["findings"])), title="What the study found",
+                        title_align="left", border_style="blue"))
     return out

@@ -1,0 +1,140 @@
+"""The report's first lines: what the study found, in words generated from the ranking's numbers.
+
+The best configuration is the one the study metric (val) picks; its test SRCC is read at its best val epoch with
+the bootstrap CI, never a test-selected figure. How many configurations the paired test (``vs_top``) cannot
+tell from it says how much of the ranking is noise; the overfitting verdict reads the top trials' curves after
+their best epoch. Nothing here knows about a particular study.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from iqa_tune.records import HP_PREFIX
+
+from .labels import describe, metric_label
+
+NOT_SIGNIFICANT = ("indistinguishable", "not significant")  # vs_top labels of a difference the test cannot see
+UNFINISHED = ("running", "pending", "paused")
+TOP_FOR_OVERFITTING = 3
+
+
+@dataclass
+class Finding:
+    """One sentence of the headline; ``key`` names it for tests and for the page's markup."""
+
+    key: str
+    text: str
+
+
+def progress(ranking: pd.DataFrame, resume: str = "iqa-tune run SPACE --resume",
+             planned: int | None = None) -> Finding | None:
+    """Running, pending or interrupted trials: the figures below are provisional. ``planned``: the study's trial
+    count, of which Tune may not have created every trial yet."""
+    ended = ranking["ended"].value_counts()
+    running, pending = int(ended.get("running", 0)), int(ended.get("pending", 0) + ended.get("paused", 0))
+    interrupted = int(ended.get("interrupted", 0))
+    if running or pending:
+        total = max(len(ranking), planned or 0)
+        pending += total - len(ranking)
+        waiting = f" and {pending} waiting to start" if pending else ""
+        return Finding("progress", f"Study in progress: {running} of {total} trials still running{waiting}. "
+                                   "The figures below will change; the report is rewritten whenever a trial ends.")
+    if interrupted:
+        return Finding("progress", f"The study was interrupted with {interrupted} of {len(ranking)} trials "
+                                   f"unfinished: resume it with {resume}.")
+    return None
+
+
+def best(ranking: pd.DataFrame, metric: str) -> list[Finding]:
+    hp_cols = [c for c in ranking if c.startswith(HP_PREFIX)]
+    top = ranking.iloc[0]
+    config = describe(top, hp_cols, top.get("inert", "")) or "the only configuration"
+    trained = int(top.get("epochs_run", 0) or 0)
+    where = f"trial {top['trial']}, epoch {int(top['best_epoch'])} of the {trained} it trained"
+    out = [Finding("best", f"Best configuration by {metric_label(metric)}: {config} ({where}, {top['ended']}).")]
+    lo, hi = top.get("test_srcc_ci_lo", np.nan), top.get("test_srcc_ci_hi", np.nan)
+    ci = (f" (95% CI {lo:.3f} to {hi:.3f}, bootstrap over test images)" if np.isfinite(lo) and np.isfinite(hi)
+          else " (no per-image predictions saved: no CI)")
+    out.append(Finding("figures", f"{metric_label(metric)} {top[metric]:.3f}; test SRCC at that epoch "
+                                  f"{top.get('test_srcc', np.nan):.3f}{ci}."))
+    return out
+
+
+def noise(ranking: pd.DataFrame, experiment: str) -> Finding | None:
+    """How many other configurations the paired bootstrap cannot tell from the best, and what follows."""
+    if "vs_top" not in ranking:
+        return None
+    labels = ranking["vs_top"].iloc[1:].fillna("").str.lower()
+    tested = labels[labels.isin([*NOT_SIGNIFICANT, "worse", "better"])]
+    if tested.empty:
+        return None
+    same = int(tested.isin(NOT_SIGNIFICANT).sum())
+    worse, better = int((tested == "worse").sum()), int((tested == "better").sum())
+    top = ranking.iloc[0]
+    half = (top.get("test_srcc_ci_hi", np.nan) - top.get("test_srcc_ci_lo", np.nan)) / 2
+    scale = (f" For scale: the best configuration's test CI reaches ±{half:.3f} around its value."
+             if np.isfinite(half) else "")
+    text = (f"{same} of the {len(tested)} other configurations tested on the same images "
+            f"{'is' if same == 1 else 'are'} not significantly different from it on test (paired bootstrap), "
+            f"{worse} significantly worse")
+    text += f", {better} significantly better although val ranked {'it' if better == 1 else 'them'} lower." \
+        if better else "."
+    if same:
+        text += (f" Their order against the best is not evidence: a confirmation over seeds (iqa-tune confirm "
+                 f"{experiment}) retrains the leaders with several seeds and separates them.")
+    if better:
+        text += " Val and test disagree here: the val set may be too small to select on."
+    return Finding("noise", text + scale)
+
+
+def overfitting(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> Finding | None:
+    """Do the top trials' image-level test SRCC fall after their best epoch while patch-level train SRCC rises?"""
+    if epochs.empty or "test_srcc" not in epochs or "train_srcc_patch" not in epochs:
+        return None
+    parts, falls, judged = [], [], 0
+    for _, t in ranking.dropna(subset=[metric]).head(TOP_FOR_OVERFITTING).iterrows():
+        hist = epochs[epochs["trial"] == t["trial"]].sort_values("epoch")
+        at_best, last = hist[hist["epoch"] == t["best_epoch"]].iloc[0], hist.iloc[-1]
+        if last["epoch"] <= at_best["epoch"]:
+            continue
+        judged += 1
+        d_test = last["test_srcc"] - at_best["test_srcc"]
+        d_train = last["train_srcc_patch"] - at_best["train_srcc_patch"]
+        if d_test < 0 < d_train:
+            falls.append(-d_test)
+        parts.append(f"#{int(t['rank'])}: test {at_best['test_srcc']:.3f} -> {last['test_srcc']:.3f} ({d_test:+.3f}), "
+                     f"train (patch) {at_best['train_srcc_patch']:.3f} -> {last['train_srcc_patch']:.3f} "
+                     f"({d_train:+.3f}) from epoch {int(at_best['epoch'])} to {int(last['epoch'])}")
+    if not judged:
+        return Finding("overfitting", "Overfitting: none of the top trials trained past its best val epoch, so "
+                                      "there is nothing after it to judge.")
+    verdict = (f"Overfitting in {len(falls)} of the top {judged} trials that trained past their best val epoch: "
+               "image-level test SRCC fell after it while patch-level train SRCC rose"
+               if falls else f"No overfitting in the top {judged} trials that trained past their best val epoch: "
+                             "image-level test SRCC did not fall while patch-level train SRCC rose")
+    top = ranking.iloc[0]
+    half = (top.get("test_srcc_ci_hi", np.nan) - top.get("test_srcc_ci_lo", np.nan)) / 2
+    if falls and np.isfinite(half):
+        size = "larger than" if max(falls) > half else "within"
+        verdict += f" (largest fall {max(falls):.3f}, {size} the test CI's half-width of {half:.3f})"
+    return Finding("overfitting", f"{verdict}. " + "; ".join(parts) + ".")
+
+
+def headline(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str, experiment: str,
+             source: str | None = None, planned: int | None = None) -> list[Finding]:
+    """The findings, in reading order: progress, best configuration, its figures, noise, overfitting.
+    ``source``: the study's space file, for the command that resumes an interrupted study."""
+    exp = Path(experiment)
+    resume = f"iqa-tune run {source or 'SPACE'} --name {exp.name} --storage {exp.parent} --resume"
+    found = [progress(ranking, resume, planned)] if len(ranking) else []
+    if ranking.empty or metric not in ranking or not np.isfinite(ranking[metric].iloc[0]):
+        return [f for f in found if f] + [Finding("best", "No trial has reported a defined "
+                                                          f"{metric_label(metric)} yet.")]
+    found += best(ranking, metric)
+    found += [noise(ranking, experiment), overfitting(ranking, epochs, metric)]
+    return [f for f in found if f]
