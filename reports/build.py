@@ -19,7 +19,8 @@ from iqa_tune.live import SHORT_ENDING
 from iqa_tune.records import HP_PREFIX, SELECTION_METRICS, load_experiment, load_predictions, study_settings
 from iqa_tune.versions import summary
 
-from .ranking import add_uncertainty, group_split_seeds, marginals, rank_trials
+from .confirmation import display_table, load_confirmation, method_text
+from .ranking import BOOTSTRAP_RESAMPLES, add_uncertainty, group_split_seeds, marginals, rank_trials
 
 SHOWN = ["rank", "trial", "ended", "best_epoch", "val_srcc", "val_plcc", "test_srcc", "test_srcc_ci_lo",
          "test_srcc_ci_hi", "vs_top", "test_plcc", "max_test_srcc (selected on test)",
@@ -54,7 +55,7 @@ def terminal_view(ranking: pd.DataFrame, metric: str) -> pd.DataFrame:
                          "ep": df.get("best_epoch"), metric: df[metric], "test": df.get("test_srcc")})
     view["95% CI"] = [f"{lo:.3f}..{hi:.3f}" if np.isfinite(lo) else "n/a"
                       for lo, hi in zip(df["test_srcc_ci_lo"], df["test_srcc_ci_hi"])]
-    view["vs top"] = df["vs_top"].replace({"indistinguishable": "same?"})
+    view["vs top"] = df["vs_top"].replace({"not significant": "n.s."})
     for c in [c for c in df if c.startswith(HP_PREFIX)]:
         view[c.rsplit(".", 1)[-1]] = df[c]
     return view
@@ -188,7 +189,7 @@ def compute_tables(exp_dir: Path, metric: str | None = None) -> dict:
     ranking = add_uncertainty(ranking, preds)
     return {"metric": metric, "mode": mode, "epochs": epochs, "ranking": ranking,
             "groups": group_split_seeds(ranking, metric, mode), "marginals": marginals(ranking, metric, mode),
-            "versions": settings.get("versions")}
+            "confirmation": load_confirmation(exp_dir), "versions": settings.get("versions")}
 
 
 def build_report(exp_dir: Path, out: Path | None = None, metric: str | None = None,
@@ -208,13 +209,22 @@ def build_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     md = [f"# {exp_dir.name}: ranked by {metric} at each trial's best epoch\n",
           "test_srcc is read at the best val epoch (the figure to report); `max_test_srcc (selected on test)` is "
           "the optimistic protocol of the reference code. CI: 95% bootstrap over test images; vs_top: paired "
-          "bootstrap against rank 1 on the same images.\n", to_markdown(ranking, cols)]
+          f"bootstrap ({BOOTSTRAP_RESAMPLES} resamples) against rank 1 on the same images, p-values Holm-adjusted "
+          "over the comparisons: better / worse at adjusted p < 0.05, else not significant. It covers which test "
+          "images were drawn, not the training seed: `iqa-tune confirm` measures that.\n", to_markdown(ranking, cols)]
     sections = [("Ranking", ranking[cols].to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="n/a"))]
     for key, heading in (("groups", "Grouped over split seeds"), ("marginals", "Marginals per hyperparameter")):
         df = r[key]
         if df is not None and not df.empty:
             md += [f"\n## {heading}\n", to_markdown(df, list(df.columns))]
             sections.append((heading, df.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="n/a")))
+    confirmation = r["confirmation"]
+    if confirmation is not None:  # iqa-tune confirm: the top configurations over seeds
+        view, method = display_table(confirmation), method_text(confirmation)
+        confirmation.to_csv(out / "confirmation.csv", index=False)
+        md += ["\n## Confirmation over seeds\n", method + "\n", to_markdown(view, list(view.columns))]
+        sections.insert(1, ("Confirmation over seeds", f"<p>{html.escape(method)}</p>"
+                            + view.rename(columns=lambda c: c.removeprefix(HP_PREFIX)).to_html(index=False)))
     last_line = footer(r["versions"])
     (out / "ranking.md").write_text("\n".join(md) + f"\n\n---\n{last_line}\n")
     pictures = plots(r["epochs"], ranking, metric, out)
@@ -222,5 +232,8 @@ def build_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     console.print(to_rich(terminal_view(ranking, metric), None, f"{exp_dir.name}: ranked by {metric} at each trial's best epoch"))
     if r["marginals"] is not None and not r["marginals"].empty:
         console.print(to_rich(r["marginals"], list(r["marginals"].columns), "marginals"))
+    if confirmation is not None:
+        console.print(to_rich(display_table(confirmation), None, "confirmation over seeds (test SRCC at the best "
+                                                                 "val epoch, paired against the best; Holm)"))
     console.print(Text(f"report: {out}/index.html (ranking.csv, ranking.md, results.parquet, *.png)"))
     return out
