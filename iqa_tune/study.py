@@ -388,6 +388,8 @@ def run_confirmation(study_dir: Path, top: int | None = None, seeds: int | None 
     _check_confirm_folder(exp_dir, resume)
     if plan.note:
         console.print(f"[yellow]note:[/] {escape(plan.note)}")
+    # from `iqa-tune run` (study.confirm) the way on is that command's --resume; on its own, `confirm --resume`
+    again = resume_cmd or f"iqa-tune confirm {study_dir}"
     resume_cmd = resume_cmd or f"iqa-tune confirm {study_dir} --resume"
     space = with_resolved_paths(plan.space)
     prebuild_caches(space, console)
@@ -404,7 +406,7 @@ def run_confirmation(study_dir: Path, top: int | None = None, seeds: int | None 
         raise
     if not resume and not progress.started:
         shutil.rmtree(exp_dir, ignore_errors=True)
-        console.print("[bold yellow]interrupted[/] before any trial started; nothing was kept: run the same "
-                      "command again")
+        console.print(f"[bold yellow]interrupted[/] before any confirmation run started; nothing of it was kept: "
+                      f"run {escape(again)}")
         return 130, exp_dir
     return _outcome(space, str(study_dir), exp_dir, console, resume_cmd), exp_dir

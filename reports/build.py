@@ -19,7 +19,7 @@ from iqa_tune.live import SHORT_ENDING
 from iqa_tune.records import HP_PREFIX, SELECTION_METRICS, load_experiment, load_predictions, study_settings
 from iqa_tune.versions import summary
 
-from .confirmation import display_table, load_confirmation, method_text
+from .confirmation import display_table, load_confirmation, method_text, progress_text
 from .ranking import BOOTSTRAP_RESAMPLES, add_uncertainty, group_split_seeds, marginals, rank_trials
 
 SHOWN = ["rank", "trial", "ended", "best_epoch", "val_srcc", "val_plcc", "test_srcc", "test_srcc_ci_lo",
@@ -220,7 +220,8 @@ def build_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
             sections.append((heading, df.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="n/a")))
     confirmation = r["confirmation"]
     if confirmation is not None:  # iqa-tune confirm: the top configurations over seeds
-        view, method = display_table(confirmation), method_text(confirmation)
+        view, method = display_table(confirmation), " ".join(filter(None, (method_text(confirmation),
+                                                                           progress_text(confirmation))))
         confirmation.to_csv(out / "confirmation.csv", index=False)
         md += ["\n## Confirmation over seeds\n", method + "\n", to_markdown(view, list(view.columns))]
         sections.insert(1, ("Confirmation over seeds", f"<p>{html.escape(method)}</p>"

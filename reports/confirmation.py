@@ -70,8 +70,8 @@ def paired_t(differences) -> tuple[float, float, float, float]:
     mean, lo, hi = t_interval(d)
     if len(d) < 2:
         return mean, lo, hi, math.nan
-    if np.ptp(d) == 0:  # no spread: scipy's t is undefined; the same difference every time is no evidence of none
-        return mean, mean, mean, 1.0 if mean == 0 else 0.0
+    if np.ptp(d) <= 1e-12:  # no spread (up to rounding): t is undefined; one difference every time is no chance
+        return mean, mean, mean, 1.0 if abs(mean) <= 1e-12 else 0.0
     return mean, lo, hi, float(stats.ttest_1samp(d, 0.0).pvalue)
 
 
@@ -117,6 +117,10 @@ def _configuration_of(trial: pd.Series, configurations: list[dict]) -> str:
 
 
 def _same(a, b) -> bool:
+    """Equal as settings: numbers by value (a table may hold 1 as 1.0, or numpy scalars), the rest as JSON."""
+    a, b = (v.item() if isinstance(v, np.generic) else v for v in (a, b))
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b)):
+        return float(a) == float(b)
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
@@ -213,6 +217,15 @@ def method_text(table: pd.DataFrame) -> str:
             f"the best one (highest mean {metric}) by a paired t-test on the per-run differences of test SRCC, "
             f"Holm-adjusted over the {max(len(table) - 1, 0)} comparisons at {LEVEL:g}: with few seeds only large, "
             f"consistent differences can show, so 'not significant' means not shown, not equal.")
+
+
+def progress_text(table: pd.DataFrame) -> str:
+    """'' when every planned run finished; else how many did (the table covers those only)."""
+    a = table.attrs
+    if a.get("finished", 0) >= a.get("planned", 0):
+        return ""
+    return (f"Unfinished: {a['finished']} of {a['planned']} runs have finished and the table covers those only; "
+            "`iqa-tune confirm STUDY --resume` continues.")
 
 
 def _with_ci(m: float, lo: float, hi: float) -> str:

@@ -1,9 +1,8 @@
 """Confirmation over seeds: Holm's adjustment and the paired comparison on synthetic runs (no training), the checks
-of ``study.confirm`` and ``iqa-tune confirm``, and real confirmations on local Ray: ``study.confirm`` straight
-after a tiny search, and ``iqa-tune confirm`` interrupted with Ctrl-C and resumed."""
+of ``study.confirm`` and ``iqa-tune confirm``, and a real one on local Ray: ``study.confirm`` straight after a tiny
+search, interrupted with Ctrl-C and resumed."""
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,15 @@ import yaml
 from scipy import stats
 
 from iqa_tune.cli import main
-from iqa_tune.reports.confirmation import confirmation_runs, holm, load_confirmation, paired_t, summarize, t_interval
+from iqa_tune.reports.confirmation import (
+    confirmation_runs,
+    holm,
+    load_confirmation,
+    paired_t,
+    progress_text,
+    summarize,
+    t_interval,
+)
 from iqa_tune.reports.ranking import add_uncertainty
 
 from .conftest import ROOT, cli
@@ -85,6 +92,36 @@ def test_summary_pairs_only_shared_seeds_and_skips_unfinished_runs():
     assert table.loc["b", "runs"] == 2 and table.loc["b", "pairs"] == 2 and table.loc["a", "runs"] == 3
 
 
+def test_load_confirmation_reads_runs_back_at_their_best_val_epoch(tmp_path):
+    assert load_confirmation(tmp_path) is None  # a study without a confirmation
+    exp = tmp_path / "confirm"
+    configs = [{"name": "a", "values": {"model.pretrained": True}, "search_trials": ["a"], "search_metric": 0.5},
+               {"name": "b", "values": {"model.pretrained": False}, "search_trials": ["b"], "search_metric": 0.4}]
+    exp.mkdir()
+    (exp / "study.yaml").write_text(yaml.safe_dump({"metric": "val_srcc", "mode": "max", "confirm": {
+        "seeds": [1, 2, 3], "split_seeds": [0], "configurations": configs}}))
+    status = {}
+    for name, pretrained, base in (("a", True, 0.6), ("b", False, 0.2)):
+        for seed in (1, 2, 3):
+            trial = exp / f"{name}{seed}"
+            trial.mkdir()
+            (trial / "params.json").write_text(json.dumps({"model.pretrained": pretrained, "train.seed": seed,
+                                                           "data.split.seed": 0}))
+            # epoch 1 is the best by val; epoch 2 has the better test figure, which must not be read
+            rows = [{"epoch": 1, "val_srcc": base + 0.01 * seed, "test_srcc": base + 0.02 * seed, "max_epochs": 2},
+                    {"epoch": 2, "val_srcc": base - 0.1, "test_srcc": 0.99, "max_epochs": 2}]
+            (trial / "result.json").write_text("\n".join(map(json.dumps, rows)) + "\n")
+            status[trial.name] = "TERMINATED"
+    (exp / "trial_status.json").write_text(json.dumps(status))
+    table = load_confirmation(tmp_path).set_index("configuration")
+    assert table["runs"].to_dict() == {"a": 3, "b": 3} and table.attrs["finished"] == table.attrs["planned"] == 6
+    assert table.loc["a", "test_srcc"] == pytest.approx(0.64) and table.loc["b", "diff_vs_best"] == pytest.approx(-0.4)
+    assert table.loc["b", "vs_best"] == "worse"  # the same difference on every seed: no spread, p = 0
+    (exp / "trial_status.json").write_text(json.dumps({**status, "b3": "INTERRUPTED"}))
+    partial = load_confirmation(tmp_path)
+    assert partial.attrs["finished"] == 5 and "5 of 6 runs" in progress_text(partial)
+
+
 def test_trial_level_comparison_is_holm_adjusted_and_says_not_significant():
     rng = np.random.default_rng(1)
     label = rng.normal(size=300)
@@ -143,32 +180,47 @@ def test_confirm_on_a_folder_that_is_not_a_study(tmp_path, capsys):
 # real confirmations on local Ray
 
 
-@pytest.fixture(scope="module")
-def confirmed(tmp_path_factory):
-    """A tiny search of 2 configurations, then study.confirm: the top 2 x 2 training seeds, in one command."""
-    tmp = tmp_path_factory.mktemp("confirm")
-    space = write_space(tmp, {"loss.alpha": {"grid": [0.0, 1.0]}},
+@pytest.mark.slow
+def test_study_confirm_after_the_search_interrupted_resumed_and_reported(tmp_path):
+    """A tiny search of 2 configurations with study.confirm (the top 2 x 2 training seeds): Ctrl-C during the
+    confirmation, then ``iqa-tune run SPACE --resume`` finishes it and the study's report gains the table."""
+    space = write_space(tmp_path, {"loss.alpha": {"grid": [0.0, 1.0]}},
                         {"name": "s", "scheduler": {"type": "none"}, "confirm": {"top": 2, "seeds": 2}},
                         train={**TINY["train"], "epochs": 2})
-    run = cli("run", space, "--no-dashboard")
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return tmp / "results/s", run
+    study, exp = tmp_path / "results/s", tmp_path / "results/s/confirm"
+    proc = subprocess.Popen([sys.executable, "-m", "iqa_tune.cli", "run", str(space), "--no-dashboard"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:  # Ctrl-C once a confirmation run has reported
+        if any(p.read_text().count("\n") >= 1 for p in exp.glob("*/result.json")):
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    assert f"iqa-tune run {space}" in " ".join(out.split()) and "--resume" in out
+    assert (study / "report/ranking.md").is_file()  # the search finished and reported before the confirmation
+    status = json.loads((exp / "trial_status.json").read_text())
+    assert set(status.values()) - {"TERMINATED"}  # the study's own record says what is unfinished
+    refused = cli("confirm", study, "--seeds", "3", "--resume", "--no-dashboard")
+    assert refused.returncode == 2 and "started with --seeds 2" in refused.stderr
 
-
-@pytest.mark.slow
-def test_study_confirm_runs_top_times_seeds_trials_and_the_report_shows_the_table(confirmed):
-    study, run = confirmed
-    status = json.loads((study / "confirm/trial_status.json").read_text())
-    assert len(status) == 4 and set(status.values()) == {"TERMINATED"}
+    resumed = cli("run", space, "--resume", "--no-dashboard")  # the command it printed: the search is done, the
+    # confirmation goes on (run_confirmation(resume=True), what `iqa-tune confirm STUDY --resume` calls)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    status = json.loads((exp / "trial_status.json").read_text())
+    assert len(status) == 4 and set(status.values()) == {"TERMINATED"}  # top 2 x 2 seeds
     runs = confirmation_runs(study)
-    assert (runs["ended"] == "completed").all()
+    assert (runs["ended"] == "completed").all() and (runs["best_epoch"] >= 1).all()
     assert sorted(runs["train.seed"].unique()) == [1, 2]  # fresh seeds: the search trained with seed 0
-    # every run kept the searched configuration, only its seeds changed
-    for _, r in runs.iterrows():
-        cfg = yaml.safe_load((study / "confirm" / r["trial"] / "config.yaml").read_text())
-        assert cfg["train"]["seed"] == r["train.seed"] and cfg["train"]["epochs"] == 2
+    for _, r in runs.iterrows():  # each run is its configuration as searched, only the seed changed, all epochs
+        cfg = yaml.safe_load((exp / r["trial"] / "config.yaml").read_text())
+        assert cfg["train"]["seed"] == r["train.seed"] and cfg["loss"]["alpha"] in (0.0, 1.0)
+        assert json.loads((exp / r["trial"] / "result.json").read_text().splitlines()[-1])["epoch"] == 2
+    assert "?" not in set(runs["configuration"])  # every run found its configuration
     for _, g in runs.groupby("configuration"):  # the spread over seeds is real: seeds give different results
-        assert g["test_srcc"].nunique() == 2 and g["val_srcc"].nunique() == 2
+        assert len(g) == 2 and g["test_srcc"].nunique() == 2 and g["val_srcc"].nunique() == 2
+
     table = load_confirmation(study)
     assert len(table) == 2 and table["runs"].tolist() == [2, 2]
     assert table["vs_best"].iloc[0] == "best" and table["vs_best"].iloc[1] in ("better", "worse", "not significant")
@@ -176,35 +228,6 @@ def test_study_confirm_runs_top_times_seeds_trials_and_the_report_shows_the_tabl
     assert "## Confirmation over seeds" in md and "Holm-adjusted over the 1 comparisons" in md
     assert len(pd.read_csv(study / "report/confirmation.csv")) == 2
     assert "Confirmation over seeds" in (study / "report/index.html").read_text()
-    assert "confirmation over seeds" in run.stdout
-
-
-@pytest.mark.slow
-def test_confirm_interrupted_then_resumed(confirmed, tmp_path):
-    study = tmp_path / "s"
-    shutil.copytree(confirmed[0], study, ignore=shutil.ignore_patterns("confirm", "report"))
-    exp = study / "confirm"
-    proc = subprocess.Popen([sys.executable, "-m", "iqa_tune.cli", "confirm", str(study), "--top", "2", "--seeds",
-                             "2", "--no-dashboard"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # interrupt once a trial has reported its first epoch
-        if any(p.read_text().count("\n") >= 1 for p in exp.glob("*/result.json")):
-            break
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, out[-2000:] + err[-2000:]
-    assert f"iqa-tune confirm {study} --resume" in " ".join(out.split())
-    assert set(json.loads((exp / "trial_status.json").read_text()).values()) - {"TERMINATED"}
-    refused = cli("confirm", study, "--seeds", "3", "--resume", "--no-dashboard")
-    assert refused.returncode == 2 and "started with --seeds 2" in refused.stderr
-    resumed = cli("confirm", study, "--resume", "--no-dashboard")
-    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
-    status = json.loads((exp / "trial_status.json").read_text())
-    assert len(status) == 4 and set(status.values()) == {"TERMINATED"}
-    for trial in status:
-        assert [r["epoch"] for r in map(json.loads, (exp / trial / "result.json").read_text().splitlines())][-1] == 2
-    assert len(load_confirmation(study)) == 2
+    assert "confirmation over seeds" in resumed.stdout
     again = cli("confirm", study, "--no-dashboard")
     assert again.returncode == 2 and "already holds a confirmation" in again.stderr
