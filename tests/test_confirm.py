@@ -225,7 +225,7 @@ def test_study_confirm_after_the_search_interrupted_resumed_and_reported(tmp_pat
     assert len(table) == 2 and table["runs"].tolist() == [2, 2]
     assert table["vs_best"].iloc[0] == "best" and table["vs_best"].iloc[1] in ("better", "worse", "not significant")
     md = (study / "report/ranking.md").read_text()
-    assert "## Confirmation over seeds" in md and "Holm-adjusted over the 1 comparisons" in md
+    assert "## Confirmation over seeds" in md and "Holm-adjusted over the 1 comparison at 0.05" in md
     assert len(pd.read_csv(study / "report/confirmation.csv")) == 2
     assert "Confirmation over seeds" in (study / "report/index.html").read_text()
     assert "confirmation over seeds" in resumed.stdout
