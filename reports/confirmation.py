@@ -212,12 +212,16 @@ def method_text(table: pd.DataFrame) -> str:
     metric, seeds, splits = a.get("metric", "val_srcc"), a.get("seeds", []), a.get("split_seeds", [0])
     runs = f"{len(seeds)} training seeds" + (f" x {len(splits)} splits" if len(splits) > 1 else "")
     n = max(len(table) - 1, 0)
-    return (f"The top {len(table)} configurations of the search by {metric} were each retrained from scratch with the "
-            f"same {runs} (all epochs, no ASHA), and every run's test SRCC was read at its best {metric} epoch; "
-            f"the intervals are 95% t intervals of the mean over those runs. Each configuration is compared with "
-            f"the best one (highest mean {metric}) by a paired t-test on the per-run differences of test SRCC, "
-            f"Holm-adjusted over the {n} comparison{'' if n == 1 else 's'} at {LEVEL:g}: with few seeds only large, "
-            f"consistent differences can show, so 'not significant' means not shown, not equal.")
+    first = (f"The top {len(table)} configurations of the search by {metric} were each retrained from scratch with "
+             f"the same {runs} (all epochs, no ASHA), and every run's test SRCC was read at its best {metric} epoch; "
+             f"the intervals are 95% t intervals of the mean over those runs.")
+    if n == 0:
+        return first.replace("top 1 configurations", "top configuration").replace("were each", "was") + (
+            " With one configuration there is nothing to compare: the interval is the spread over seeds.")
+    return first + (f" Each configuration is compared with the best one (highest mean {metric}) by a paired t-test on "
+                    f"the per-run differences of test SRCC, Holm-adjusted over the {n} comparison"
+                    f"{'' if n == 1 else 's'} at {LEVEL:g}: with few seeds only large, consistent differences can "
+                    "show, so 'not significant' means not shown, not equal.")
 
 
 def progress_text(table: pd.DataFrame) -> str:

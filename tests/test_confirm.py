@@ -19,6 +19,7 @@ from iqa_tune.reports.confirmation import (
     confirmation_runs,
     holm,
     load_confirmation,
+    method_text,
     paired_t,
     progress_text,
     summarize,
@@ -82,6 +83,17 @@ def test_summary_compares_against_the_best_by_val_on_the_same_seeds_with_holm():
     assert table.loc["b", "test_srcc"] == pytest.approx(0.6075)
     assert table.loc["b", "test_srcc_ci_lo"] < 0.6075 < table.loc["b", "test_srcc_ci_hi"]
     assert table.loc["a", "hp.loss.alpha"] == 0
+
+
+def test_the_method_states_this_confirmation_in_two_sentences():
+    runs = _runs({"a": [0.7, 0.71, 0.72], "b": [0.5, 0.52, 0.51]})
+    configs = [{"name": n, "values": {}, "search_metric": 0.5} for n in "ab"]
+    table = summarize(runs, "val_srcc", "max", configs)
+    table.attrs.update(metric="val_srcc", seeds=[1, 2, 3], split_seeds=[0, 1])
+    text = method_text(table)
+    assert text.count(". ") == 1 and text.endswith(".")
+    assert "3 training seeds x 2 splits" in text and "over the 1 comparison at 0.05" in text
+    assert "nothing to compare" in method_text(table.head(1))
 
 
 def test_summary_pairs_only_shared_seeds_and_skips_unfinished_runs():
