@@ -52,12 +52,14 @@ def _run(args) -> int:
     from .reports.build import build_report, write_report
     from .reports.live import LiveReport
     from .shipped import resolve
-    from .study import run_study
+    from .space import load_space
+    from .study import confirmation_started, run_confirmation, run_study
 
+    path = resolve(args.space, "space")
     live = LiveReport()  # EXPERIMENT/report follows the study: rewritten as trials end
     try:
-        code, exp_dir = run_study(resolve(args.space, "space"), address=args.address, name=args.name,
-                                  storage=args.storage, resume=args.resume, dashboard=not args.no_dashboard,
+        code, exp_dir = run_study(path, address=args.address, name=args.name, storage=args.storage,
+                                  resume=args.resume, dashboard=not args.no_dashboard,
                                   dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
                                   on_trial_end=live.trial_ended)
     finally:
@@ -66,6 +68,30 @@ def _run(args) -> int:
         build_report(exp_dir)
     elif (exp_dir / "report").is_dir():  # interrupted: the live page must stop saying that trials are running
         write_report(exp_dir, pictures=False)
+    confirm = load_space(path).study.confirm
+    if code == 0 and confirm is not None:  # study.confirm: retrain the top configurations over seeds right away
+        code, _ = run_confirmation(exp_dir, confirm.top, confirm.seeds, confirm.split_seeds,
+                                   resume=args.resume and confirmation_started(exp_dir), address=args.address,
+                                   dashboard=not args.no_dashboard, dashboard_host=args.dashboard_host,
+                                   dashboard_port=args.dashboard_port, resume_cmd=_resume_cmd(path, exp_dir))
+        if code in (0, 1):
+            build_report(exp_dir)
+    return code
+
+
+def _resume_cmd(path: str, exp_dir: Path) -> str:
+    return f"iqa-tune run {path} --name {exp_dir.name} --storage {exp_dir.parent} --resume"
+
+
+def _confirm(args) -> int:
+    from .reports.build import build_report
+    from .study import run_confirmation
+
+    code, _ = run_confirmation(Path(args.experiment), args.top, args.seeds, args.split_seeds, resume=args.resume,
+                               address=args.address, dashboard=not args.no_dashboard,
+                               dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
+    if code in (0, 1):  # the study's report gains the configuration table
+        build_report(Path(args.experiment))
     return code
 
 
@@ -114,6 +140,24 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dashboard-port", type=int, default=8265)
     s.add_argument("--no-dashboard", action="store_true", help="start the local Ray instance without a dashboard")
     s.set_defaults(fn=_run)
+
+    s = sub.add_parser("confirm", help="retrain a study's top configurations over seeds, paired, without ASHA",
+                       description="Retrain the top configurations of a finished study (by its val metric) from "
+                                   "scratch with the same training seeds (x split seeds where the dataset has no "
+                                   "official split), as a Tune experiment in EXPERIMENT/confirm; the study's report "
+                                   "gains the configuration table (mean and 95%% CI over seeds, paired t-tests "
+                                   "against the best, Holm-adjusted).")
+    s.add_argument("experiment", help="the study folder (STORAGE/NAME, as iqa-tune run printed it)")
+    s.add_argument("--top", type=int, help="configurations to retrain, the best by val (default 3)")
+    s.add_argument("--seeds", type=int, help="training seeds per configuration, >= 2 (default 3)")
+    s.add_argument("--split-seeds", type=int, help="split seeds per training seed, where the dataset has no "
+                                                   "official split (default 1: the search's split)")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted confirmation")
+    s.add_argument("--address", help="join a cluster: 'auto' after 'ray start --head', or ray://host:10001")
+    s.add_argument("--dashboard-host", default="127.0.0.1", help="dashboard interface (default: loopback only)")
+    s.add_argument("--dashboard-port", type=int, default=8265)
+    s.add_argument("--no-dashboard", action="store_true", help="start the local Ray instance without a dashboard")
+    s.set_defaults(fn=_confirm)
 
     s = sub.add_parser("report", help="ranked tables and pictures of an experiment folder")
     s.add_argument("experiment")

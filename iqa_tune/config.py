@@ -176,6 +176,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it (ints accepted where floats are)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
+        sections = [o for o in typing.get_args(tp) if dataclasses.is_dataclass(o)]
+        if isinstance(value, dict) and len(sections) == 1:  # an optional section: its own error names the inner key
+            return from_dict(sections[0], value, path)
         for option in typing.get_args(tp):
             try:
                 return _coerce(value, option, path)

@@ -105,6 +105,25 @@ class ResourcesConfig:
 
 
 @dataclass
+class ConfirmConfig:
+    """``study.confirm``: after the search, retrain its top configurations over seeds (``iqa-tune confirm``)."""
+
+    top: int = field(default=3, metadata=_check(lambda v: None if v >= 1 else "must be >= 1"))  # configurations
+    # training seeds per configuration, the same for each (paired); two at least: an interval needs a spread
+    seeds: int = field(default=3, metadata=_check(lambda v: None if v >= 2 else "must be >= 2 (a spread over "
+                                                                                  "seeds needs two)"))
+    # x split seeds (data.split.seed), only where the dataset has no official split
+    split_seeds: int = field(default=1, metadata=_check(lambda v: None if v >= 1 else "must be >= 1"))
+
+
+def check_confirm_splits(cfg: RunConfig, split_seeds: int, key: str) -> None:
+    """More than one split only on a seeded split (the rule of searched split seeds, :func:`_check_split_seeds`)."""
+    if split_seeds > 1 and cfg.data.split.official and cfg.data.dataset in SHIPS_OFFICIAL_SPLIT:
+        raise UserError(f"{key}: {cfg.data.dataset} uses its official split, which ignores the seed; confirm with "
+                        f"one split (split_seeds 1), or set data.split.official: false to vary splits")
+
+
+@dataclass
 class StudyConfig:
     name: str = "study"
     storage: str = "ray_results"  # experiments go to STORAGE/NAME
@@ -120,6 +139,7 @@ class StudyConfig:
     # seed of the random sampling of the space; None = a fresh seed, drawn once when the file is loaded and
     # recorded in study.yaml, so the count printed, the trials run and a resume agree
     search_seed: int | None = 0
+    confirm: ConfirmConfig | None = None  # null: no confirmation after the search (iqa-tune confirm runs one later)
 
 
 @dataclass
@@ -154,6 +174,10 @@ class Space:
     base: RunConfig  # the fixed settings every trial shares
     dims: list[Dimension]
     study: StudyConfig
+    # an explicit list of trials instead of the expansion of dims (a confirmation: configurations x seeds), and
+    # how to say its size
+    points: list[dict[str, Any]] | None = None
+    points_note: str = ""
 
     @property
     def num_trials(self) -> int:
@@ -162,7 +186,7 @@ class Space:
     @property
     def proposed(self) -> bool:
         """Trials are proposed during the study (optuna), not listed before it (random, grid)."""
-        return self.study.search.type == "optuna"
+        return self.study.search.type == "optuna" and self.points is None
 
     @property
     def startup_trials(self) -> int:
@@ -271,6 +295,11 @@ def load_space(path: str) -> Space:
             check_asha(space.max_epochs, s.grace_period, s.reduction_factor)
         except UserError as e:
             raise UserError(f"{path}: {e}") from None
+    if study.confirm is not None:
+        try:
+            _check_confirm(space)
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
     metric = study.metric
     if metric not in SELECTION_METRICS:
         raise UserError(f"{path}: study.metric: {metric!r} is not a selection metric"
@@ -303,6 +332,8 @@ def expand(space: Space) -> Expansion:
     """Every trial of the study: the distinct grid points (a point whose effective configuration repeats an
     earlier one's is dropped), for each sample each with its own random draws (seeded by study.search_seed),
     crossed last with the split seeds, which share those draws; a trial identical to an earlier one is run once."""
+    if space.points is not None:
+        return Expansion(list(space.points), len(space.points), 0, 0, {})
     rng = np.random.default_rng(space.study.search_seed)
     seeds = next((d.args for d in space.dims if d.path == SPLIT_SEED), [None])
     if space.proposed:
@@ -410,6 +441,20 @@ class ProposalSpace:
         return None
 
 
+def _check_confirm(space: Space) -> None:
+    """study.confirm fits this space: no more configurations than it runs, splits only on a seeded split."""
+    c = space.study.confirm
+    check_confirm_splits(space.base, c.split_seeds, "study.confirm.split_seeds")
+    if space.proposed:  # optuna: as many configurations as trials, at most
+        count = space.num_trials
+    else:
+        count = len({json.dumps({k: v for k, v in p.items() if k not in (SPLIT_SEED, "train.seed")},
+                                sort_keys=True, default=str) for p in expand(space).points})
+    if c.top > count:
+        raise UserError(f"study.confirm.top: {c.top} exceeds the {count} configuration(s) this space "
+                        "runs; lower it")
+
+
 def with_resolved_paths(space: Space) -> Space:
     """The same space with every path of its fixed settings absolute (see :func:`config.resolve_paths`)."""
     return dataclasses.replace(space, base=resolve_paths(space.base))
@@ -429,11 +474,18 @@ def describe(space: Space) -> str:
              f"  search ({len(space.dims)} dimensions):"]
     lines += [f"    {d.path}: {d.describe()}" for d in space.dims] or ["    (none: one configuration)"]
     lines.append(f"  trials: {trial_count(space)}")
+    if s.confirm is not None:
+        c = s.confirm
+        splits = f" x {c.split_seeds} splits" if c.split_seeds > 1 else ""
+        lines.append(f"  then confirm: the top {c.top} by {s.metric} x {c.seeds} training seeds{splits} = "
+                     f"{c.top * c.seeds * c.split_seeds} trials, without ASHA")
     return "\n".join(lines)
 
 
 def trial_count(space: Space) -> str:
     """'6 (1 samples x 6 grid points; ...folded...)': the line validate and run both print."""
+    if space.points is not None:
+        return f"{len(space.points)} ({space.points_note or 'listed'})"
     if space.proposed:
         return (f"{space.num_trials} (proposed by optuna TPE, seed {space.study.search_seed}, the first "
                 f"{min(space.startup_trials, space.num_trials)} at random)")

@@ -9,6 +9,7 @@ API (``ray.tune.Tuner``, ``tune.RunConfig``): ``ray.train.RunConfig`` crashes a 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -24,7 +25,16 @@ from . import CHECKOUT, SUBPACKAGES, records
 from .errors import UserError, naming
 from .live import LiveTable, TrialRow
 from .prepare import prepare_data
-from .space import ProposalSpace, Space, expand, load_space, trial_config, trial_count, with_resolved_paths
+from .space import (
+    ConfirmConfig,
+    ProposalSpace,
+    Space,
+    expand,
+    load_space,
+    trial_config,
+    trial_count,
+    with_resolved_paths,
+)
 from .versions import collect as collect_versions
 
 # Tune warns about frequent experiment snapshots when trials report fast; our snapshots are small local files
@@ -346,13 +356,17 @@ def run_study(space_file: str, address: str | None = None, name: str | None = No
 
 
 def _fit(space: Space, space_file: str, exp_dir: Path, resume: bool, progress: StudyProgress, console: Console,
-         address: str | None, dashboard: dict) -> None:
+         address: str | None, dashboard: dict, extra: dict | None = None) -> None:
     _log_to_file(exp_dir)
-    records.write_study_settings(exp_dir, {"source": str(space_file), "metric": space.study.metric,
-                                           "mode": space.study.mode, "max_epochs": space.max_epochs,
-                                           "trials": space.num_trials, "search": space.study.search.type,
-                                           "search_seed": space.study.search_seed,
-                                           "versions": collect_versions()})
+    s = space.study
+    records.write_study_settings(exp_dir, {"source": str(space_file), "metric": s.metric,
+                                           "mode": s.mode, "max_epochs": space.max_epochs,
+                                           "trials": space.num_trials, "search": s.search.type,
+                                           "search_seed": s.search_seed,
+                                           # what a confirmation of this study runs its trials with
+                                           "resources": {"cpu": s.resources.cpu, "gpu": s.resources.gpu},
+                                           "max_concurrent": s.max_concurrent, "max_failures": s.max_failures,
+                                           **(extra or {}), "versions": collect_versions()})
     with connected(address, dashboard["dashboard"], dashboard["host"], dashboard["port"], console, exp_dir):
         preflight(space)
         console.print(f"study [bold]{escape(space.study.name)}[/]: {escape(trial_count(space))} trials, "
@@ -364,14 +378,14 @@ def _fit(space: Space, space_file: str, exp_dir: Path, resume: bool, progress: S
             progress.stop()
 
 
-def _outcome(space: Space, space_file: str, exp_dir: Path, console: Console) -> int:
+def _outcome(space: Space, space_file: str, exp_dir: Path, console: Console, resume_cmd: str | None = None) -> int:
     """Say how the study ended, from the study's own record (``trial_status.json``, written at the end of the
     loop, also by a resumed run); the exit code follows: 130 interrupted, 1 when every trial errored, else 0."""
     statuses = records.read_trial_status(exp_dir)
     unfinished = [t for t, s in statuses.items() if s not in ("TERMINATED", "ERROR")]
     if unfinished:
-        resume_cmd = (f"iqa-tune run {space_file} --name {space.study.name} --storage {space.study.storage} "
-                      "--resume")
+        resume_cmd = resume_cmd or (f"iqa-tune run {space_file} --name {space.study.name} --storage "
+                                    f"{space.study.storage} --resume")
         console.print(f"[bold yellow]interrupted[/] with {len(unfinished)} trials unfinished; continue "
                       f"with:\n  {escape(resume_cmd)}")
         return 130
@@ -382,3 +396,77 @@ def _outcome(space: Space, space_file: str, exp_dir: Path, console: Console) -> 
     console.print(f"[yellow]{len(errored)} of {len(statuses)} trial(s) errored[/]: "
                   f"{escape('; '.join(reasons[:3]))}; full text in {escape(str(exp_dir))}/<trial>/error.txt")
     return 1 if len(errored) == len(statuses) else 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the confirmation over seeds
+
+
+def confirmation_started(study_dir: Path) -> bool:
+    """Whether the study holds a confirmation Tune can continue."""
+    folder = Path(study_dir) / records.CONFIRM_DIR
+    return folder.is_dir() and tune.Tuner.can_restore(str(folder))
+
+
+def _confirm_arguments(exp_dir: Path, resume: bool, given: dict[str, int | None]) -> dict[str, int]:
+    """--top/--seeds/--split-seeds: a resume takes what the confirmation was started with (a different value is
+    refused); a new one takes the defaults of ``study.confirm`` for what is not given."""
+    defaults = dataclasses.asdict(ConfirmConfig())
+    recorded = (records.study_settings(exp_dir).get("confirm") or {}).get("asked", {}) if resume else {}
+    for key, value in given.items():
+        if recorded and value is not None and value != recorded.get(key):
+            flag = "--" + key.replace("_", "-")
+            raise UserError(f"{flag}: this confirmation was started with {flag} {recorded.get(key)}; resume it "
+                            f"without {flag}, or remove {exp_dir} to start another")
+    return {k: (given[k] if given[k] is not None else recorded.get(k, defaults[k])) for k in defaults}
+
+
+def _check_confirm_folder(exp_dir: Path, resume: bool) -> None:
+    restorable = exp_dir.is_dir() and tune.Tuner.can_restore(str(exp_dir))
+    if resume and not restorable:
+        raise UserError(f"--resume: no interrupted confirmation at {exp_dir}; run without --resume to start one")
+    if not resume and exp_dir.exists():
+        raise UserError(f"{exp_dir} already holds a confirmation: continue an interrupted one with --resume, or "
+                        "remove the folder to run another")
+
+
+def run_confirmation(study_dir: Path, top: int | None = None, seeds: int | None = None,
+                     split_seeds: int | None = None, resume: bool = False, address: str | None = None,
+                     dashboard: bool = True, dashboard_host: str = "127.0.0.1", dashboard_port: int = 8265,
+                     resume_cmd: str | None = None) -> tuple[int, Path]:
+    """Retrain the top configurations of a study over seeds (the plan: :func:`iqa_tune.confirm.plan_confirmation`)
+    as a Tune experiment of its own, ``STUDY/confirm``; returns (exit code, that folder) with the codes of
+    :func:`run_study`, whose machinery it shares: live table, ``trial_status.json``, Ctrl-C and --resume, and a
+    start that fails removes what it created."""
+    from .confirm import plan_confirmation
+
+    console = Console()
+    study_dir = Path(study_dir).expanduser().resolve()
+    exp_dir = study_dir / records.CONFIRM_DIR
+    asked = _confirm_arguments(exp_dir, resume, {"top": top, "seeds": seeds, "split_seeds": split_seeds})
+    plan = plan_confirmation(study_dir, **asked)
+    _check_confirm_folder(exp_dir, resume)
+    if plan.note:
+        console.print(f"[yellow]note:[/] {escape(plan.note)}")
+    # from `iqa-tune run` (study.confirm) the way on is that command's --resume; on its own, `confirm --resume`
+    again = resume_cmd or f"iqa-tune confirm {study_dir}"
+    resume_cmd = resume_cmd or f"iqa-tune confirm {study_dir} --resume"
+    space = with_resolved_paths(plan.space)
+    prebuild_caches(space, console)
+    progress = StudyProgress(space, exp_dir)
+    names = ", ".join(f"{c.name} ({plan.metric} {c.search_metric:.4f})" for c in plan.configurations)
+    console.print(f"confirm: {escape(names)}; training seeds {plan.seeds}, splits {plan.split_seeds}")
+    try:
+        _fit(space, str(study_dir), exp_dir, resume, progress, console, address,
+             dict(dashboard=dashboard, host=dashboard_host, port=dashboard_port),
+             extra={"confirm": {"asked": asked, **plan.record()}})
+    except BaseException:
+        if not resume and not progress.started:
+            shutil.rmtree(exp_dir, ignore_errors=True)
+        raise
+    if not resume and not progress.started:
+        shutil.rmtree(exp_dir, ignore_errors=True)
+        console.print(f"[bold yellow]interrupted[/] before any confirmation run started; nothing of it was kept: "
+                      f"run {escape(again)}")
+        return 130, exp_dir
+    return _outcome(space, str(study_dir), exp_dir, console, resume_cmd), exp_dir

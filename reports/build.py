@@ -21,6 +21,7 @@ from iqa_tune.live import SHORT_ENDING
 from iqa_tune.records import HP_PREFIX, SELECTION_METRICS, load_experiment, load_predictions, study_settings
 from iqa_tune.versions import summary
 
+from .confirmation import display_table, load_confirmation, method_text, progress_text
 from .figures import (
     MIN_TRIALS_FOR_IMPORTANCE,
     divergence,
@@ -32,7 +33,7 @@ from .figures import (
 from .headline import headline
 from .labels import fmt_value, hp_names, metric_label, natural_order
 from .page import PageStatus, Section, html_table, ranking_table, render_page
-from .ranking import add_uncertainty, group_split_seeds, marginals, rank_trials
+from .ranking import BOOTSTRAP_RESAMPLES, add_uncertainty, group_split_seeds, marginals, rank_trials
 
 SHOWN = ["rank", "trial", "ended", "best_epoch", "val_srcc", "val_plcc", "test_srcc", "test_srcc_ci_lo",
          "test_srcc_ci_hi", "vs_top", "test_plcc", "max_test_srcc (selected on test)",
@@ -67,7 +68,7 @@ def terminal_view(ranking: pd.DataFrame, metric: str) -> pd.DataFrame:
                          "ep": df.get("best_epoch"), metric: df[metric], "test": df.get("test_srcc")})
     view["95% CI"] = [f"{lo:.3f}..{hi:.3f}" if np.isfinite(lo) else "n/a"
                       for lo, hi in zip(df["test_srcc_ci_lo"], df["test_srcc_ci_hi"])]
-    view["vs top"] = df["vs_top"].replace({"indistinguishable": "same?"})
+    view["vs top"] = df["vs_top"].replace({"not significant": "n.s."})
     for c in [c for c in df if c.startswith(HP_PREFIX)]:
         view[c.rsplit(".", 1)[-1]] = df[c]
     return view
@@ -166,18 +167,6 @@ def footer(versions: dict | None) -> str:
     return f"Ran with {summary(versions)}." if versions else "Versions not recorded (a study of an older iqa-tune)."
 
 
-def load_confirmation_table(exp_dir: Path) -> pd.DataFrame | None:
-    """The confirmation over seeds (``reports/confirmation.py``, written by ``iqa-tune confirm``), where this
-    version has it and the study has one."""
-    try:
-        from .confirmation import load_confirmation
-    except ModuleNotFoundError as e:
-        if e.name != f"{__package__}.confirmation":
-            raise
-        return None
-    return load_confirmation(exp_dir)
-
-
 def page_sections(exp_dir: Path, r: dict) -> list[Section]:
     """The page after the headline, in reading order; a new table or plot is one more entry here."""
     metric, ranking, epochs = r["metric"], r["ranking"], r["epochs"]
@@ -189,12 +178,13 @@ def page_sections(exp_dir: Path, r: dict) -> list[Section]:
                         "Test SRCC is read at the best val epoch; its CI is a 95% bootstrap over test images; "
                         "<i>vs top</i> is a paired bootstrap against rank 1 on the same images. Click a header "
                         "to sort; grey values had no effect in that configuration. " + toggle)]
-    confirmation = load_confirmation_table(exp_dir)
+    confirmation = r.get("confirmation")
     if confirmation is not None and not confirmation.empty:
+        view = display_table(confirmation).rename(columns=lambda c: c.removeprefix(HP_PREFIX))
         sections.append(Section("confirmation", "Confirmation over seeds",
-                                html_table(confirmation, text={c for c in confirmation if confirmation[c].dtype == object}),
-                                "Each configuration retrained with several seeds: mean and 95% CI over seeds, "
-                                "Holm-adjusted p against the best."))
+                                html_table(view, text={c for c in view if view[c].dtype == object}),
+                                html.escape(" ".join(filter(None, (method_text(confirmation),
+                                                                   progress_text(confirmation)))))))
     if (fig := parallel_coordinates(ranking, metric)) is not None:
         sections.append(Section("parallel", "Hyperparameters against val and test SRCC", figure=fig,
                                 note="One line per trial with a result, coloured by the study metric; drag along "
@@ -280,7 +270,7 @@ def compute_tables(exp_dir: Path, metric: str | None = None) -> dict:
     return {"metric": metric, "mode": mode, "epochs": epochs, "ranking": ranking,
             "groups": group_split_seeds(ranking, metric, mode), "marginals": marginals(ranking, metric, mode),
             "versions": settings.get("versions"), "source": settings.get("source"),
-            "planned": settings.get("trials")}
+            "planned": settings.get("trials"), "confirmation": load_confirmation(exp_dir)}
 
 
 def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = None,
@@ -304,7 +294,9 @@ def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
           *[f"{f.text}\n" for f in r["findings"]],
           "test_srcc is read at the best val epoch (the figure to report); `max_test_srcc (selected on test)` is "
           "the optimistic protocol of the reference code. CI: 95% bootstrap over test images; vs_top: paired "
-          "bootstrap against rank 1 on the same images.\n", to_markdown(ranking, cols)]
+          f"bootstrap ({BOOTSTRAP_RESAMPLES} resamples) against rank 1 on the same images, p-values Holm-adjusted "
+          "over the comparisons: better / worse at adjusted p < 0.05, else not significant. It covers which test "
+          "images were drawn, not the training seed: `iqa-tune confirm` measures that.\n", to_markdown(ranking, cols)]
     for key, heading in (("groups", "Grouped over split seeds"), ("marginals", "Marginals per hyperparameter")):
         df = r[key]
         if df is not None and not df.empty:
@@ -312,6 +304,12 @@ def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     if r["importance"] is not None:
         md += [f"\n## Hyperparameter importance for {metric} (fANOVA)\n",
                to_markdown(r["importance"], list(r["importance"].columns))]
+    confirmation = r["confirmation"]
+    if confirmation is not None:  # iqa-tune confirm: the top configurations over seeds
+        view, method = display_table(confirmation), " ".join(filter(None, (method_text(confirmation),
+                                                                           progress_text(confirmation))))
+        confirmation.to_csv(out / "confirmation.csv", index=False)
+        md += ["\n## Confirmation over seeds\n", method + "\n", to_markdown(view, list(view.columns))]
     last_line = footer(r["versions"])
     _write_atomic(out / "ranking.md", "\n".join(md) + f"\n\n---\n{last_line}\n")
     if pictures:
@@ -337,6 +335,10 @@ def build_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
         console.print(Text(f"importance for {metric} (fANOVA, {int(r['importance']['trials'].iloc[0])} trials): "
                            + ", ".join(f"{h} {v:.2f}" for h, v in zip(r["importance"]["hyperparameter"],
                                                                       r["importance"]["importance"]))))
+    confirmation = r["confirmation"]
+    if confirmation is not None:
+        console.print(to_rich(display_table(confirmation), None, "confirmation over seeds (test SRCC at the best "
+                                                                 "val epoch, paired against the best; Holm)"))
     console.print(Text(f"report: {out}/index.html (ranking.csv, ranking.md, results.parquet, *.png)"))
     console.print(Panel(Text("\n".join(f.text for f in r["findings"])), title="What the study found",
                         title_align="left", border_style="blue"))

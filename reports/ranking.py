@@ -1,5 +1,6 @@
-"""Pure functions over the epochs table: ranking at each trial's best epoch, bootstrap uncertainty, split-seed
-groups and marginals. Nothing here prints or writes.
+"""Pure functions over the epochs table: ranking at each trial's best epoch, bootstrap uncertainty (a paired
+bootstrap against the top trial, Holm-adjusted over the comparisons), split-seed groups and marginals. Nothing
+here prints or writes.
 
 Tune's ``Result.metrics`` is the last reported epoch, even with ``scope="all"``; a trial is ranked here by the
 study metric at its best epoch, and its test figures are read at that epoch (the honest number), next to the
@@ -12,9 +13,12 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from iqa_tune.metrics import srcc
 from iqa_tune.records import HP_PREFIX, best_index
+
+from .confirmation import LEVEL, holm
 
 
 def best_rows(epochs: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
@@ -55,43 +59,83 @@ def rank_trials(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str = "val_s
     return df
 
 
-def _interval(label: np.ndarray, statistic, n: int, seed: int, level: float) -> tuple[float, float]:
-    """Percentile bootstrap of ``statistic(index)`` over resampled test images; seeded, so reruns agree."""
-    idx = np.random.default_rng(seed).integers(0, len(label), size=(n, len(label)))
-    boots = np.array([statistic(i) for i in idx])
+BOOTSTRAP_RESAMPLES = 2000  # enough for p-values near 0.05 after Holm's adjustment (the smallest is 1/2001)
+
+
+def _srcc_rows(pred: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """Spearman's rank correlation of each row pair (ties averaged, as ``metrics.srcc``); NaN where undefined."""
+    rp = stats.rankdata(pred, axis=1)
+    rl = stats.rankdata(label, axis=1)
+    rp -= rp.mean(axis=1, keepdims=True)
+    rl -= rl.mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (rp * rl).sum(axis=1) / np.sqrt((rp * rp).sum(axis=1) * (rl * rl).sum(axis=1))
+    return np.where(np.isfinite(out), out, np.nan)
+
+
+def _resamples(label: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of ``n`` resamples of the test images, seeded so that reruns agree."""
+    return np.random.default_rng(seed).integers(0, len(label), size=(n, len(label)))
+
+
+def _interval(boots: np.ndarray, n: int, level: float) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates; NaN when they are mostly undefined (constant predictions)."""
     boots = boots[np.isfinite(boots)]
-    if len(boots) < n / 2:  # mostly undefined (constant predictions): no interval to speak of
+    if len(boots) < n / 2:
         return math.nan, math.nan
     a = (1 - level) / 2
     return float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
 
 
-def bootstrap_srcc(label: np.ndarray, pred: np.ndarray, n: int = 1000, seed: int = 0,
+def _p_value(boots: np.ndarray, n: int) -> float:
+    """Two-sided bootstrap p-value of "the difference is 0": twice the smaller tail beyond 0, with the +1 of a
+    resampling test so that it is never 0."""
+    boots = boots[np.isfinite(boots)]
+    if len(boots) < n / 2:
+        return math.nan
+    tail = min((boots <= 0).sum(), (boots >= 0).sum())
+    return float(min(1.0, 2 * (tail + 1) / (len(boots) + 1)))
+
+
+def bootstrap_srcc(label: np.ndarray, pred: np.ndarray, n: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
                    level: float = 0.95) -> tuple[float, float, float]:
     """(SRCC, lo, hi) over test images."""
-    lo, hi = _interval(label, lambda i: srcc(pred[i], label[i]), n, seed, level)
+    idx = _resamples(label, n, seed)
+    lo, hi = _interval(_srcc_rows(pred[idx], label[idx]), n, level)
     return float(srcc(pred, label)), lo, hi
 
 
-def paired_bootstrap(label: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n: int = 1000,
+def paired_bootstrap_test(label: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n: int = BOOTSTRAP_RESAMPLES,
+                          seed: int = 0, level: float = 0.95) -> tuple[float, float, float, float]:
+    """(SRCC_a - SRCC_b, lo, hi, p) resampling the same test images for both: the interval of the difference and
+    the two-sided p-value of no difference."""
+    idx = _resamples(label, n, seed)
+    boots = _srcc_rows(pred_a[idx], label[idx]) - _srcc_rows(pred_b[idx], label[idx])
+    lo, hi = _interval(boots, n, level)
+    return float(srcc(pred_a, label) - srcc(pred_b, label)), lo, hi, _p_value(boots, n)
+
+
+def paired_bootstrap(label: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n: int = BOOTSTRAP_RESAMPLES,
                      seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
-    """(SRCC_a - SRCC_b, lo, hi) resampling the same test images for both: the interval of the difference."""
-    lo, hi = _interval(label, lambda i: srcc(pred_a[i], label[i]) - srcc(pred_b[i], label[i]), n, seed, level)
-    return float(srcc(pred_a, label) - srcc(pred_b, label)), lo, hi
+    """(SRCC_a - SRCC_b, lo, hi): :func:`paired_bootstrap_test` without the p-value."""
+    return paired_bootstrap_test(label, pred_a, pred_b, n, seed, level)[:3]
 
 
-def add_uncertainty(ranking: pd.DataFrame, predictions: dict[str, tuple], n: int = 1000,
+def add_uncertainty(ranking: pd.DataFrame, predictions: dict[str, tuple], n: int = BOOTSTRAP_RESAMPLES,
                     seed: int = 0) -> pd.DataFrame:
-    """95% CI of each trial's test SRCC, and a paired bootstrap against the top-ranked trial with predictions.
+    """95% CI of each trial's test SRCC, and a paired bootstrap against the top-ranked trial with predictions,
+    its p-values Holm-adjusted over all the comparisons made (``p_vs_top_holm``; labels at 0.05).
 
     ``predictions``: trial -> (paths, labels, preds) of its best epoch. Trials are paired on the test images
     they share (same split seed); others are marked not comparable.
     """
     df = ranking.copy()
-    for col in ("test_srcc_ci_lo", "test_srcc_ci_hi", "diff_vs_top", "diff_ci_lo", "diff_ci_hi"):
+    for col in ("test_srcc_ci_lo", "test_srcc_ci_hi", "diff_vs_top", "diff_ci_lo", "diff_ci_hi", "p_vs_top",
+                "p_vs_top_holm"):
         df[col] = np.nan
     df["vs_top"] = ""
     top = next((t for t in df["trial"] if t in predictions), None)
+    compared = []
     for i, t in enumerate(df["trial"]):
         if t not in predictions:
             continue
@@ -105,12 +149,19 @@ def add_uncertainty(ranking: pd.DataFrame, predictions: dict[str, tuple], n: int
         if len(tp) != len(paths) or not np.array_equal(tp, paths):
             df.loc[i, "vs_top"] = "other test set"
             continue
-        d, dlo, dhi = paired_bootstrap(label, pred, tpred, n, seed)
-        df.loc[i, ["diff_vs_top", "diff_ci_lo", "diff_ci_hi"]] = d, dlo, dhi
-        if not np.isfinite(dlo):
+        d, dlo, dhi, p = paired_bootstrap_test(label, pred, tpred, n, seed)
+        df.loc[i, ["diff_vs_top", "diff_ci_lo", "diff_ci_hi", "p_vs_top"]] = d, dlo, dhi, p
+        if not np.isfinite(p):
             df.loc[i, "vs_top"] = "n/a"  # an undefined SRCC on one side: no difference to test
             continue
-        df.loc[i, "vs_top"] = "worse" if dhi < 0 else ("better" if dlo > 0 else "indistinguishable")
+        compared.append(i)
+    if compared:  # one family: every trial against the top, as many comparisons as were made
+        df.loc[compared, "p_vs_top_holm"] = holm(df.loc[compared, "p_vs_top"].to_numpy(dtype=float))
+    for i in compared:
+        if df.loc[i, "p_vs_top_holm"] >= LEVEL:
+            df.loc[i, "vs_top"] = "not significant"
+        else:
+            df.loc[i, "vs_top"] = "better" if df.loc[i, "diff_vs_top"] > 0 else "worse"
     return df
 
 

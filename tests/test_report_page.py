@@ -181,15 +181,23 @@ def test_a_running_study_says_so_and_reloads_a_finished_one_does_not(report):
     assert "refresh" not in done and "still running" not in done
 
 
-def test_a_confirmation_table_appears_when_the_module_provides_one(report, monkeypatch):
-    fake = types.ModuleType("iqa_tune.reports.confirmation")
-    fake.load_confirmation = lambda exp: pd.DataFrame({"configuration": ["alpha 1"], "mean test_srcc": [0.8]})
-    monkeypatch.setitem(sys.modules, "iqa_tune.reports.confirmation", fake)
+def test_a_confirmation_table_follows_the_ranking_with_its_method(report):
     from iqa_tune.reports.build import page_sections
+    from iqa_tune.reports.confirmation import summarize
 
-    sections = page_sections(report["out"].parent, {**report, "importance": None})
+    runs = pd.DataFrame([{"trial": f"{n}{k}", "configuration": n, "train.seed": k + 1, "data.split.seed": 0,
+                          "ended": "completed", "val_srcc": t + 0.1, "test_srcc": t}
+                         for n, tests in {"a": [0.80, 0.82, 0.81], "b": [0.60, 0.61, 0.63]}.items()
+                         for k, t in enumerate(tests)])
+    table = summarize(runs, "val_srcc", "max", [{"name": n, "values": {"loss.alpha": a}, "search_metric": 0.5}
+                                                 for n, a in (("a", 1.0), ("b", 0.0))])
+    table.attrs.update(metric="val_srcc", seeds=[1, 2, 3], split_seeds=[0])
+    sections = page_sections(report["out"].parent, {**report, "importance": None, "confirmation": table})
     ids = [s.id for s in sections]
-    assert ids[:2] == ["ranking", "confirmation"] and "mean test SRCC" in sections[1].body
+    assert ids[:2] == ["ranking", "confirmation"]
+    body = sections[1].body
+    assert "test SRCC (95% CI)" in body and "worse" in body  # 0.61 against 0.81 on the same three seeds
+    assert "3 training seeds" in sections[1].note and "Holm" in sections[1].note
 
 
 def test_live_report_folds_requests_and_survives_a_failing_write(tmp_path):

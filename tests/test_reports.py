@@ -43,7 +43,7 @@ def test_ci_contains_the_point_and_narrows_with_more_images():
     assert bootstrap_srcc(label, pred, n=200) == bootstrap_srcc(label, pred, n=200)  # seeded
 
 
-def test_paired_bootstrap_identical_is_indistinguishable_and_worse_is_flagged():
+def test_paired_bootstrap_identical_is_not_significant_and_worse_is_flagged():
     rng = np.random.default_rng(1)
     label = rng.normal(size=300)
     good = label + rng.normal(scale=0.3, size=300)
@@ -54,7 +54,7 @@ def test_paired_bootstrap_identical_is_indistinguishable_and_worse_is_flagged():
     ranking = pd.DataFrame({"rank": [1, 2, 3], "trial": ["top", "twin", "bad"]})
     out = add_uncertainty(ranking, {"top": (paths, label, good), "twin": (paths, label, good.copy()),
                                     "bad": (paths, label, bad)}, n=300)
-    assert out.set_index("trial")["vs_top"].to_dict() == {"top": "top", "twin": "indistinguishable", "bad": "worse"}
+    assert out.set_index("trial")["vs_top"].to_dict() == {"top": "top", "twin": "not significant", "bad": "worse"}
 
 
 def test_split_seed_groups_take_the_median():
