@@ -5,7 +5,6 @@ import functools
 import json
 import os
 import re
-import sys
 import threading
 import time
 import types
