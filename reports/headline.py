@@ -113,10 +113,12 @@ def overfitting(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> Fin
     if not judged:
         return Finding("overfitting", "Overfitting: none of the top trials trained past its best val epoch, so "
                                       "there is nothing after it to judge.")
-    verdict = (f"Overfitting in {len(falls)} of the top {judged} trials that trained past their best val epoch: "
-               "image-level test SRCC fell after it while patch-level train SRCC rose"
-               if falls else f"No overfitting in the top {judged} trials that trained past their best val epoch: "
-                             "image-level test SRCC did not fall while patch-level train SRCC rose")
+    which = ("the top trial, which trained past its" if judged == 1
+             else f"the top {judged} trials that trained past their")
+    verdict = (f"Overfitting in {len(falls)} of {which} best val epoch: image-level test SRCC fell after it while "
+               "patch-level train SRCC rose"
+               if falls else f"No overfitting in {which} best val epoch: image-level test SRCC did not fall while "
+                             "patch-level train SRCC rose")
     top = ranking.iloc[0]
     half = (top.get("test_srcc_ci_hi", np.nan) - top.get("test_srcc_ci_lo", np.nan)) / 2
     if falls and np.isfinite(half):
