@@ -138,6 +138,9 @@ BENCH_BASE = {
 
 def _study(tmp: Path, name: str, search: dict, study: dict, data: dict | None = None,
            **train) -> tuple[Path, float]:
+    from .instance import use_token_auth
+
+    use_token_auth()  # bench studies use the shared local instance
     from .study import run_study
 
     body = json.loads(json.dumps(BENCH_BASE))

@@ -53,6 +53,10 @@ def _run(args) -> int:
     from .reports.live import LiveReport
     from .shipped import resolve
     from .space import load_space
+    if not args.address:
+        from .instance import use_token_auth
+
+        use_token_auth()
     from .study import confirmation_started, run_confirmation, run_study
 
     path = resolve(args.space, "space")
@@ -85,6 +89,10 @@ def _resume_cmd(path: str, exp_dir: Path) -> str:
 
 def _confirm(args) -> int:
     from .reports.build import build_report
+    if not args.address:
+        from .instance import use_token_auth
+
+        use_token_auth()
     from .study import run_confirmation
 
     code, _ = run_confirmation(Path(args.experiment), args.top, args.seeds, args.split_seeds, resume=args.resume,

@@ -35,6 +35,14 @@ IDLE_S = 15.0  # the instance outlives its last study by this long, so a study r
 START_TIMEOUT_S = 180.0
 
 
+def use_token_auth() -> None:
+    """Call before Ray is imported, when a driver will use the shared instance. Ray turns token authentication on
+    for an instance it starts, but a driver that connects by address sends the token only in token mode, which
+    Ray reads at import. Not set for ``--address``: a cluster of one's own may run without tokens, and a driver in
+    token mode without a token file would be refused before it reaches it."""
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def runtime_dir() -> Path:
     """Per user, on this machine: the instance record, the lock and the registered studies."""
     root = os.environ.get("IQA_TUNE_RUNTIME") or Path(tempfile.gettempdir()) / f"iqa-tune-{os.getuid()}"

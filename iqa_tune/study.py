@@ -40,9 +40,6 @@ from .versions import collect as collect_versions
 # Tune warns about frequent experiment snapshots when trials report fast; our snapshots are small local files
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "3600")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-# Ray enables token authentication by default for an instance it starts, but a driver connecting by address
-# (the shared local instance, see iqa_tune.instance) sends the token only in token mode, read at import
-os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
