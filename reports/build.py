@@ -285,7 +285,8 @@ def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     out.mkdir(parents=True, exist_ok=True)
     metric, ranking = r["metric"], r["ranking"]
     r["importance"], r["importance_note"] = fit_importance(r)
-    r["findings"] = headline(ranking, r["epochs"], metric, str(exp_dir), r["source"], r["planned"])
+    r["findings"] = headline(ranking, r["epochs"], metric, str(exp_dir), r["source"], r["planned"],
+                             r["confirmation"])
     r["out"] = out
     r["epochs"].to_parquet(out / "results.parquet", index=False)
     cols = _columns(ranking, metric)

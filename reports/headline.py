@@ -127,8 +127,26 @@ def overfitting(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> Fin
     return Finding("overfitting", f"{verdict}. " + "; ".join(parts) + ".")
 
 
+def confirmed(table: pd.DataFrame | None) -> Finding | None:
+    """What the confirmation over seeds found, where there is one: it outranks the search's single-seed order."""
+    if table is None or table.empty or "vs_best" not in table:
+        return None
+    best = table.iloc[0]
+    values = describe(best, [c for c in table if c.startswith(HP_PREFIX)])
+    labels = table["vs_best"].iloc[1:].fillna("").str.lower()
+    same, worse = int(labels.isin(NOT_SIGNIFICANT).sum()), int((labels == "worse").sum())
+    text = (f"Confirmed over seeds ({int(best['runs'])} runs each): the best configuration by mean val SRCC is "
+            f"{values or best['configuration']}, test SRCC {best['test_srcc']:.3f} (95% CI "
+            f"{best['test_srcc_ci_lo']:.3f} to {best['test_srcc_ci_hi']:.3f}); of the {len(labels)} other "
+            f"configuration{'s' if len(labels) != 1 else ''} it retrained, {same} not significantly different, "
+            f"{worse} worse (paired t-test over seeds, Holm). Where this differs from the search's order above, "
+            "the confirmation is the answer.")
+    return Finding("confirmed", text)
+
+
 def headline(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str, experiment: str,
-             source: str | None = None, planned: int | None = None) -> list[Finding]:
+             source: str | None = None, planned: int | None = None,
+             confirmation: pd.DataFrame | None = None) -> list[Finding]:
     """The findings, in reading order: progress, best configuration, its figures, noise, overfitting.
     ``source``: the study's space file, for the command that resumes an interrupted study."""
     exp = Path(experiment)
@@ -138,5 +156,5 @@ def headline(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str, experimen
         return [f for f in found if f] + [Finding("best", "No trial has reported a defined "
                                                           f"{metric_label(metric)} yet.")]
     found += best(ranking, metric)
-    found += [noise(ranking, experiment), overfitting(ranking, epochs, metric)]
+    found += [noise(ranking, experiment), confirmed(confirmation), overfitting(ranking, epochs, metric)]
     return [f for f in found if f]

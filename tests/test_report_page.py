@@ -283,3 +283,21 @@ def test_the_browser_check_sees_what_is_wrong(tmp_path):
     problems = check_page(page).problems
     assert any("boom" in p for p in problems) and any("nope" in p for p in problems)
     assert any("sideways" in p for p in problems) and "no headline" in problems
+
+
+def test_the_headline_reports_a_confirmation_over_the_searchs_order():
+    from iqa_tune.reports.confirmation import summarize
+    from iqa_tune.reports.headline import confirmed
+
+    assert confirmed(None) is None
+    runs = pd.DataFrame([{"trial": f"{n}{k}", "configuration": n, "train.seed": k + 1, "data.split.seed": 0,
+                          "ended": "completed", "val_srcc": t + 0.1, "test_srcc": t}
+                         for n, tests in {"a": [0.60, 0.61, 0.63], "b": [0.80, 0.82, 0.81], "c": [0.79, 0.83, 0.80]}
+                         .items() for k, t in enumerate(tests)])
+    table = summarize(runs, "val_srcc", "max", [{"name": n, "values": {"loss.alpha": a}, "search_metric": 0.5}
+                                                 for n, a in (("a", 0.0), ("b", 1.0), ("c", 0.5))])
+    text = confirmed(table).text
+    # b wins on mean val over seeds, whatever the search's order (a first) said
+    assert text.startswith("Confirmed over seeds (3 runs each): the best configuration by mean val SRCC is alpha 1,")
+    assert "test SRCC 0.810" in text and "of the 2 other configurations it retrained, 1 not significantly " \
+                                         "different, 1 worse" in text
