@@ -10,7 +10,7 @@ instance on the machine) once no study has used it for :data:`IDLE_S` seconds. E
 in ``users/`` while it runs; a driver that dies without unregistering (SIGKILL) is pruned by process id and start
 time. So no study tears the instance down under another, and a killed driver does not leave it running forever.
 
-No Ray import here: the instance is driven through Ray's command line, and ``study.connect`` joins it.
+No Ray import here: the instance is driven through Ray's command line, and ``study.connected`` joins it.
 """
 
 from __future__ import annotations
@@ -190,14 +190,12 @@ def supervise(folder: Path, gcs_port: int, dashboard: str) -> int:
     head = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    address = f"{socket.gethostbyname(socket.gethostname())}:{gcs_port}"
-    if not _reachable(address):
-        address = f"127.0.0.1:{gcs_port}"
+    candidates = [f"{socket.gethostbyname(socket.gethostname())}:{gcs_port}", f"127.0.0.1:{gcs_port}"]
     recorded, idle_since = False, None
     try:
         while head.poll() is None and not stop["now"]:
             if not recorded:
-                for candidate in (address, f"127.0.0.1:{gcs_port}"):
+                for candidate in candidates:
                     if _reachable(candidate):
                         inst = Instance(candidate, process_key(os.getpid()),
                                         dashboard if dashboard else "", str(folder / "instance.log"))
