@@ -253,6 +253,208 @@ def bench_memory(quick: bool, tmp: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# KonIQ scale: release-sized JPEGs made on demand, one shared cache, four trials reading it
+
+KONIQ_IMAGES = 10_000  # KonIQ-10k's size
+
+
+def _koniq_sources() -> list[np.ndarray]:
+    """The demo's photos at their own resolution (not the demo's 192x144), as RGB arrays."""
+    import skimage.data
+
+    from .demo_data import PHOTOS
+
+    out = []
+    for _, loader, index in PHOTOS:
+        arr = getattr(skimage.data, loader)()
+        arr = np.asarray(arr[index] if index is not None else arr)
+        out.append(np.stack([arr] * 3, -1) if arr.ndim == 2 else arr[..., :3].astype(np.uint8))
+    return out
+
+
+def _koniq_jpegs(job: tuple[str, list[int]]) -> int:
+    """Write 1024x768 JPEGs number ``ids`` into ``folder``: each a random 4:3 window of a demo photo (40-100% of
+    its width), maybe mirrored, at JPEG quality 70-95, so files differ in content and size as a release's do."""
+    from PIL import Image
+
+    folder, ids = job
+    sources = _koniq_sources()
+    for i in ids:
+        rng = np.random.default_rng(i)
+        arr = sources[i % len(sources)]
+        h, w = arr.shape[:2]
+        cw = min(w, round(h * 4 / 3)) * rng.uniform(0.4, 1.0)
+        cw, ch = max(8, round(cw)), max(6, round(cw * 3 / 4))
+        top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        im = Image.fromarray(np.ascontiguousarray(arr[top:top + ch, left:left + cw])).resize((1024, 768),
+                                                                                              Image.BICUBIC)
+        if rng.random() < 0.5:
+            im = im.transpose(Image.FLIP_LEFT_RIGHT)
+        im.save(Path(folder) / f"{i:05d}.jpg", quality=int(rng.integers(70, 96)))
+    return len(ids)
+
+
+def make_koniq_like(folder: Path, n: int, progress: bool = True) -> Path:
+    """A csv dataset of ``n`` 1024x768 JPEGs (``images/`` + ``labels.csv``), written by one process per core."""
+    import multiprocessing
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    chunks = [list(range(k, min(n, k + 50))) for k in range(0, n, 50)]
+    with multiprocessing.get_context("spawn").Pool(os.cpu_count() or 2) as pool, Progress(
+            TextColumn("writing JPEGs"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            disable=not progress, transient=True) as bar:
+        task = bar.add_task("jpegs", total=n)
+        for done in pool.imap_unordered(_koniq_jpegs, [(str(folder / "images"), c) for c in chunks]):
+            bar.advance(task, done)
+    scores = np.random.default_rng(0).uniform(0, 100, n)  # the scores play no part in what is measured
+    rows = ["path,score,ref"] + [f"images/{i:05d}.jpg,{scores[i]:.3f},{i}" for i in range(n)]
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def _pss_kb(pid: str = "self", mapping: str | None = None) -> dict[str, int]:
+    """Pss, Rss, Private (pages no other process maps) and Anonymous (not backed by a file: heap, tensors) in kB
+    of a process (``/proc/PID/smaps_rollup``), or Pss and Rss of its mappings of one file (``smaps``)."""
+    if mapping is None:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        out = {k: int(line.split()[1]) for line in text.splitlines()
+               for k in ("Pss", "Rss", "Private_Clean", "Private_Dirty", "Anonymous") if line.startswith(k + ":")}
+        out["Private"] = out.pop("Private_Clean") + out.pop("Private_Dirty")
+        return out
+    out, inside = {"Pss": 0, "Rss": 0}, False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and not head[0].endswith(":"):  # a mapping's header line
+            inside = line.endswith(mapping)
+        elif inside and head and head[0][:-1] in out:
+            out[head[0][:-1]] += int(head[1])
+    return out
+
+
+def _trial_memory(cfg_data: dict, batches: int, barrier, results) -> None:
+    """One trial's memory: PSS after the imports (the runtime), then after ``batches`` training steps while every
+    other trial is alive (PSS divides a shared page among the processes that map it), and the cache's share."""
+    import torch
+
+    from .prepare import prepare_data
+    from .solver import Solver
+
+    runtime = _pss_kb()
+    cfg = build_run_config(cfg_data)
+    data = prepare_data(cfg, progress=False)
+    solver = Solver(cfg, data)
+
+    class Enough(Exception):
+        pass
+
+    def on_batch(b, total):
+        if b >= batches:
+            raise Enough
+
+    try:
+        solver.train_epoch(on_batch)
+    except Enough:
+        pass
+    params = [p for p in solver.model.parameters()]
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    # weights (all), gradients and Adam's two moments (trainable), one batch as uint8 and as float32 input
+    batch = cfg.train.batch_size * 3 * cfg.data.patch_size ** 2
+    own = (sum(p.numel() for p in params) + 3 * trainable) * 4 + batch * 5
+    barrier.wait()  # every trial has trained: measure while all of them map the cache
+    total, cache = _pss_kb(), _pss_kb(mapping="pixels.u8")
+    barrier.wait()  # nobody exits before the others have measured
+    results.put({"runtime_pss_mb": runtime["Pss"] / 1024, "runtime_private_mb": runtime["Private"] / 1024,
+                 "pss_mb": total["Pss"] / 1024, "private_mb": total["Private"] / 1024,
+                 "anonymous_mb": total["Anonymous"] / 1024,
+                 "cache_pss_mb": cache["Pss"] / 1024,
+                 "cache_rss_mb": cache["Rss"] / 1024, "model_optimizer_batch_mb": own / 2**20,
+                 "threads": torch.get_num_threads()})
+
+
+def concurrent_memory(cfg_data: dict, batches: int, processes: int) -> list[dict]:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    workers = [ctx.Process(target=_trial_memory, args=(cfg_data, batches, barrier, results))
+               for _ in range(processes)]
+    for w in workers:
+        w.start()
+    out = [results.get() for _ in workers]
+    for w in workers:
+        w.join()
+        if w.exitcode:
+            raise RuntimeError(f"a memory-bench trial exited with {w.exitcode}")
+    return out
+
+
+def _folder_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+
+
+def bench_koniq(quick: bool, tmp: Path, images: int | None = None, backbone: str = "efficientnet_lite0",
+                say=print) -> dict:
+    """KonIQ-10k scale on this machine: making the JPEGs, building the cache (one decoding thread against one
+    per core), its size, and the memory of 1 and then 4 concurrent trials reading it."""
+
+    n = images or (1_000 if quick else KONIQ_IMAGES)
+    folder = tmp / "koniq-like"
+    t = time.perf_counter()
+    make_koniq_like(folder, n)
+    out = {"images": n, "make_jpegs_s": time.perf_counter() - t, "jpeg_mb": _folder_mb(folder / "images")}
+    say(f"  {n} JPEGs of 1024x768 written in {out['make_jpegs_s']:.0f} s ({out['jpeg_mb']:.0f} MB)")
+    # decoding alone, one thread against one per core, on the same sample (its files read once first, so both
+    # runs find them in the page cache)
+    sample = [f"{i:05d}.jpg" for i in range(min(n, 200 if quick else 600))]
+    for p in sample:
+        (folder / "images" / p).read_bytes()
+    cat = Catalog("bench-koniq", folder / "images", sample, np.zeros(len(sample)), sample, [512, 384])
+    for workers in (1, os.cpu_count() or 2):
+        t = time.perf_counter()
+        build_or_open(cat, [512, 384], tmp / f"cache-{workers}", progress=False, workers=workers)
+        out[f"decode_images_per_s_{workers}_threads"] = len(sample) / (time.perf_counter() - t)
+    out["decode_speedup"] = (out[f"decode_images_per_s_{os.cpu_count() or 2}_threads"]
+                             / out["decode_images_per_s_1_threads"])
+    say(f"  decoding + resizing to 512x384: {out['decode_images_per_s_1_threads']:.0f} images/s in one thread, "
+        f"{out['decode_speedup']:.2f}x that with {os.cpu_count()}")
+    cfg_data = {"name": "bench-koniq", "data": {"dataset": "csv", "root": str(folder), "csv_file": "labels.csv",
+                                                 "resize": [512, 384], "patch_size": 224, "cache_dir": str(tmp / "cache"),
+                                                 "train_patches": 1, "test_patches": 1,
+                                                 "split": {"train": 0.7, "val": 0.1, "test": 0.2}},
+                "model": {"backbone": backbone}, "train": {"batch_size": 32 if not quick else 8, "threads": 1,
+                                                           "optimizer": "adamw"}}
+    from .prepare import prepare_data
+
+    t = time.perf_counter()
+    prepare_data(build_run_config(cfg_data), progress=True)
+    out["cache_build_s"] = time.perf_counter() - t
+    out["cache_build_images_per_s"] = n / out["cache_build_s"]
+    out["cache_mb"] = _folder_mb(tmp / "cache")
+    say(f"  cache of {n} images built in {out['cache_build_s']:.0f} s ({out['cache_build_images_per_s']:.0f} "
+        f"images/s), {out['cache_mb']:.0f} MB on disk")
+    batches = 3 if quick else 8
+    (one,) = concurrent_memory(cfg_data, batches, 1)
+    four = concurrent_memory(cfg_data, batches, 4)
+    out["one_trial"] = one
+    out["four_trials_pss_mb"] = [r["pss_mb"] for r in four]
+    out["four_trials_cache_pss_mb"] = [r["cache_pss_mb"] for r in four]
+    out["four_trials_cache_rss_mb"] = [r["cache_rss_mb"] for r in four]
+    extra = (sum(out["four_trials_pss_mb"]) - one["pss_mb"]) / 3
+    out["extra_trial_pss_mb"] = extra
+    # what one trial holds of its own: anonymous memory (Python heap, weights, gradients, Adam moments, batches and
+    # the activations the allocator keeps between steps), no file pages. An extra trial that shares the libraries
+    # and the cache costs about that much; one that copied the cache would cost the cache's size more
+    out["extra_trial_vs_one_trial_anonymous"] = extra / one["anonymous_mb"]
+    say(f"  PSS: one trial {one['pss_mb']:.0f} MB ({one['anonymous_mb']:.0f} MB its own anonymous memory, cache "
+        f"pages {one['cache_pss_mb']:.0f} MB); each extra of 4 adds {extra:.0f} MB "
+        f"({out['extra_trial_vs_one_trial_anonymous']:.2f}x one trial's own), of which the cache "
+        f"{statistics.median(out['four_trials_cache_pss_mb']):.0f} MB")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # GPU path
 
 
@@ -423,7 +625,7 @@ def concurrent_throughput(cfg_data: dict, batches: int, processes: int) -> list[
 
 def run_bench(args) -> int:
     console = Console()
-    sections = args.only or list(SECTIONS)
+    sections = args.only or [s for s in SECTIONS if s != "koniq"]  # koniq: minutes and GBs, on request
     report = {"machine": _machine(), "quick": bool(args.quick)}
     os.environ.setdefault("IQA_TUNE_CACHE", str(cache_root(DataConfig())))
     with tempfile.TemporaryDirectory() as tmp:
@@ -433,7 +635,8 @@ def run_bench(args) -> int:
                   "asha": lambda: bench_asha(args.quick, Path(tmp)),
                   "memory": lambda: bench_memory(args.quick, Path(tmp)),
                   "search": lambda: bench_search(args.quick, Path(tmp)),
-                  "gpu": lambda: bench_gpu(args.quick, Path(tmp))}[name]
+                  "gpu": lambda: bench_gpu(args.quick, Path(tmp)),
+                  "koniq": lambda: bench_koniq(args.quick, Path(tmp), args.images)}[name]
             report[name] = fn()
             Path(args.out).write_text(json.dumps(report, indent=1, default=str))
     table = Table(title=f"iqa-tune bench on {report['machine']}")

@@ -113,8 +113,9 @@ def _open(folder: Path, decoded: int) -> ImageCache:
     return ImageCache(folder, pixels, index, decoded)
 
 
-def build_or_open(cat: Catalog, resize, root: Path, progress: bool = True) -> ImageCache:
-    """Open the cache for (catalog, resize) under ``root``, building it first if needed."""
+def build_or_open(cat: Catalog, resize, root: Path, progress: bool = True, workers: int | None = None) -> ImageCache:
+    """Open the cache for (catalog, resize) under ``root``, building it first if needed, decoding in ``workers``
+    threads (default: one per core)."""
     folder = root / "images" / f"{cat.name}-{cache_key(cat, resize)}"
     if (folder / "index.npy").is_file():
         return _open(folder, 0)
@@ -122,7 +123,7 @@ def build_or_open(cat: Catalog, resize, root: Path, progress: bool = True) -> Im
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a shared cache must be readable by every user's trials
     try:
-        index = _write(cat, resize, tmp / "pixels.u8", progress)
+        index = _write(cat, resize, tmp / "pixels.u8", progress, workers or os.cpu_count() or 2)
         np.save(tmp / "index.npy", index)
         (tmp / "meta.json").write_text(json.dumps(
             {"dataset": cat.name, "root": str(cat.root), "resize": resize, "images": len(cat),
@@ -137,13 +138,13 @@ def build_or_open(cat: Catalog, resize, root: Path, progress: bool = True) -> Im
     return _open(folder, len(cat))
 
 
-def _write(cat: Catalog, resize, out: Path, progress: bool) -> np.ndarray:
+def _write(cat: Catalog, resize, out: Path, progress: bool, workers: int) -> np.ndarray:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     index = np.zeros((len(cat), 3), dtype=np.int64)
     offset = 0
-    # PIL releases the GIL while decoding: threads overlap decode with the sequential write
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool, open(out, "wb") as f, Progress(
+    # PIL releases the GIL while decoding and resizing: threads decode on every core, and the write stays in order
+    with ThreadPoolExecutor(max_workers=workers) as pool, open(out, "wb") as f, Progress(
             TextColumn(f"decoding {cat.name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
             disable=not progress, transient=True) as bar:
         task = bar.add_task("decode", total=len(cat))

@@ -211,3 +211,23 @@ def test_a_last_batch_of_one_patch_is_dropped_and_counted_out():
     grouped = TrainPatches(None, np.arange(5), np.zeros(5), patch_size=8, train_patches=2, patches_per_image=2,
                            batch_size=4, flip=False)
     assert [len(b) for b in grouped.plan(np.random.default_rng(0))] == [4, 4, 2] and len(grouped) == 3
+
+
+@pytest.mark.slow
+def test_koniq_scale_bench_shares_one_cache_between_trials(tmp_path):
+    """The KonIQ-scale benchmark on 40 images: release-sized JPEGs made on demand, a cache of exactly their decoded
+    bytes, and four concurrent trials whose mappings of that cache are shared pages, not four copies."""
+    from iqa_tune.bench import bench_koniq
+
+    out = bench_koniq(True, tmp_path, images=40, backbone="resnet_micro", say=lambda *a: None)
+    assert len(list((tmp_path / "koniq-like/images").glob("*.jpg"))) == 40
+    sizes = {Image.open(p).size for p in (tmp_path / "koniq-like/images").glob("*.jpg")}
+    assert sizes == {(1024, 768)}
+    assert out["cache_mb"] == pytest.approx(40 * 512 * 384 * 3 / 2**20, rel=0.01)  # pixels + a tiny index
+    assert out["decode_images_per_s_1_threads"] > 0 and out["decode_speedup"] > 0
+    pss, rss = out["four_trials_cache_pss_mb"], out["four_trials_cache_rss_mb"]
+    assert len(pss) == 4 and min(rss) > 0  # every trial read its crops from the mapped cache file
+    # PSS divides a page among the processes that map it: one shared map sums to the pages any trial touched (at
+    # most the file), private copies would sum to every trial's full count
+    assert sum(pss) <= 1.01 * out["cache_mb"]
+    assert sum(pss) < 0.9 * sum(rss)
