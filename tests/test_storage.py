@@ -174,7 +174,8 @@ def test_the_mirror_against_s3(s3, tmp_path, monkeypatch):
 # bad storage, through the CLI
 
 
-@pytest.mark.parametrize("case", ["missing bucket", "unreachable endpoint", "malformed", "unsupported scheme"])
+@pytest.mark.parametrize("case", ["missing bucket", "unreachable endpoint", "malformed", "unsupported scheme",
+                                  "nothing to resume"])
 def test_run_refuses_bad_storage_naming_the_uri_and_leaves_nothing(s3, tmp_path, case):
     storage_uri, env, said = {
         "missing bucket": ("s3://no-such-bucket/studies", {}, "there is no bucket 'no-such-bucket'"),
@@ -182,9 +183,12 @@ def test_run_refuses_bad_storage_naming_the_uri_and_leaves_nothing(s3, tmp_path,
                                  "cannot reach the storage (endpoint http://127.0.0.1:"),
         "malformed": (f"s3:/{BUCKET}/studies", {}, "not a URI"),
         "unsupported scheme": ("ftp://host/studies", {}, "unsupported scheme 'ftp://'"),
+        "nothing to resume": (f"s3://{BUCKET}/studies", {}, "--resume: no interrupted study at "
+                                                            f"s3://{BUCKET}/studies/bad; run without --resume"),
     }[case]
     space = write_space(tmp_path, {"loss.alpha": {"grid": [0.0]}}, {"name": "bad"})
-    run = cli("run", space, "--storage", storage_uri, "--no-dashboard", timeout=120,
+    resume = ["--resume"] if case == "nothing to resume" else []
+    run = cli("run", space, "--storage", storage_uri, "--no-dashboard", *resume, timeout=120,
               env={"IQA_TUNE_MIRROR": str(tmp_path / "mirror"), **env})
     err = " ".join(run.stderr.split())
     assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
@@ -278,6 +282,8 @@ def test_a_study_on_s3_is_interrupted_resumed_from_another_mirror_and_reported_f
     uploaded = s3.open_input_stream(f"{prefix}/report/ranking.csv").readall().decode()
     assert uploaded == (local / "ranking.csv").read_text()
     assert not list((tmp_path / "mirror-c").rglob("best.pt"))
+    again = cli("run", space, "--no-dashboard", timeout=120, env={"IQA_TUNE_MIRROR": str(tmp_path / "mirror-c")})
+    assert again.returncode == 2 and f"{uri} already exists: continue it with --resume" in again.stderr
 
     gpu = write_space(tmp_path, {"loss.alpha": {"grid": [0.0]}},
                       {"name": "gpu", "storage": f"s3://{BUCKET}/studies", "resources": {"cpu": 1, "gpu": 1}},
