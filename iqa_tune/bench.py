@@ -151,10 +151,10 @@ def _study(tmp: Path, name: str, search: dict, study: dict, data: dict | None = 
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(body))
     start = time.time()
-    code, exp_dir = run_study(str(path), dashboard=False)
+    code, loc = run_study(str(path), dashboard=False)
     if code != 0:
         raise RuntimeError(f"bench study {name} ended with {code}")
-    return exp_dir, start
+    return loc.local, start
 
 
 def _rows(exp: Path) -> dict[str, list[dict]]:

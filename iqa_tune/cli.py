@@ -49,6 +49,7 @@ def _spaces(args) -> int:
 
 
 def _run(args) -> int:
+    from .records import REPORT_DIR
     from .reports.build import build_report, write_report
     from .reports.live import LiveReport
     from .shipped import resolve
@@ -62,51 +63,87 @@ def _run(args) -> int:
     path = resolve(args.space, "space")
     live = LiveReport()  # EXPERIMENT/report follows the study: rewritten as trials end
     try:
-        code, exp_dir = run_study(path, address=args.address, name=args.name, storage=args.storage,
-                                  resume=args.resume, dashboard=not args.no_dashboard,
-                                  dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
-                                  on_trial_end=live.trial_ended)
+        code, loc = run_study(path, address=args.address, name=args.name, storage=args.storage,
+                              resume=args.resume, dashboard=not args.no_dashboard,
+                              dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
+                              on_trial_end=live.trial_ended)
     finally:
         live.close()
+    exp_dir = loc.local
     if code in (0, 1):  # finished, even if every trial errored: the report says why
         build_report(exp_dir)
-    elif (exp_dir / "report").is_dir():  # interrupted: the live page must stop saying that trials are running
+    elif (exp_dir / REPORT_DIR).is_dir():  # interrupted: the live page must stop saying that trials are running
         write_report(exp_dir, pictures=False)
     confirm = load_space(path).study.confirm
     if code == 0 and confirm is not None:  # study.confirm: retrain the top configurations over seeds right away
-        code, _ = run_confirmation(exp_dir, confirm.top, confirm.seeds, confirm.split_seeds,
-                                   resume=args.resume and confirmation_started(exp_dir), address=args.address,
+        code, _ = run_confirmation(loc, confirm.top, confirm.seeds, confirm.split_seeds,
+                                   resume=args.resume and confirmation_started(loc), address=args.address,
                                    dashboard=not args.no_dashboard, dashboard_host=args.dashboard_host,
-                                   dashboard_port=args.dashboard_port, resume_cmd=_resume_cmd(path, exp_dir))
+                                   dashboard_port=args.dashboard_port, resume_cmd=_resume_cmd(path, loc))
         if code in (0, 1):
             build_report(exp_dir)
+    _publish(loc, exp_dir / REPORT_DIR, strict=False)
     return code
 
 
-def _resume_cmd(path: str, exp_dir: Path) -> str:
-    return f"iqa-tune run {path} --name {exp_dir.name} --storage {exp_dir.parent} --resume"
+def _resume_cmd(path: str, loc) -> str:
+    return f"iqa-tune run {path} --name {loc.name} --storage {loc.parent} --resume"
+
+
+def _publish(loc, report: Path, strict: bool = True) -> None:
+    """An experiment at a URI gets its report beside it (URI/report). After a study, a failed copy is a warning:
+    the study's outcome stands, and the report is in the local copy."""
+    from .storage import publish
+
+    if not report.is_dir():
+        return
+    try:
+        target = publish(loc, report)
+    except UserError as e:
+        if strict:
+            raise
+        print(f"warning: {e}; the report is in {report}", file=sys.stderr)
+        return
+    if target:
+        print(f"report copied to {target}")
 
 
 def _confirm(args) -> int:
+    from .records import REPORT_DIR
     from .reports.build import build_report
+    from .storage import fetch
     if not args.address:
         from .instance import use_token_auth
 
         use_token_auth()
     from .study import run_confirmation
 
-    code, _ = run_confirmation(Path(args.experiment), args.top, args.seeds, args.split_seeds, resume=args.resume,
+    study = fetch(args.experiment)
+    code, _ = run_confirmation(study, args.top, args.seeds, args.split_seeds, resume=args.resume,
                                address=args.address, dashboard=not args.no_dashboard,
                                dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
     if code in (0, 1):  # the study's report gains the configuration table
-        build_report(Path(args.experiment))
+        build_report(study.local, experiment=str(study))
+        _publish(study, study.local / REPORT_DIR, strict=False)
     return code
 
 
 def _report(args) -> int:
     from .reports.build import build_report
+    from .storage import fetch, is_uri
 
-    build_report(Path(args.experiment), out=Path(args.out) if args.out else None, metric=args.metric)
+    if args.out and is_uri(args.out):
+        raise UserError(f"--out {args.out}: a folder on this machine; --upload copies the report beside an "
+                        "experiment at a URI")
+    loc = fetch(args.experiment)  # a URI: copied to its local folder first (all but the model states)
+    out = build_report(loc.local, out=Path(args.out) if args.out else None, metric=args.metric,
+                       experiment=str(loc))
+    if args.upload:
+        if loc.remote is None:
+            print(f"--upload: {loc} is a folder on this machine; nothing to copy")
+        _publish(loc, out)
+    elif loc.remote is not None:
+        print(f"{loc} was read through its local copy {loc.local}; --upload also writes the report beside it")
     return 0
 
 
@@ -142,7 +179,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("space", help=space_help)
     s.add_argument("--address", help="join a cluster: 'auto' after 'ray start --head', or ray://host:10001")
     s.add_argument("--name", help="study name (default: study.name in the file)")
-    s.add_argument("--storage", help="results folder (default: study.storage in the file)")
+    s.add_argument("--storage", help="where results go: a folder, or a URI such as s3://bucket/prefix (default: "
+                                     "study.storage in the file)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
     s.add_argument("--dashboard-host", default="127.0.0.1", help="dashboard interface (default: loopback only)")
     s.add_argument("--dashboard-port", type=int, default=8265)
@@ -155,7 +193,7 @@ def parser() -> argparse.ArgumentParser:
                                    "official split), as a Tune experiment in EXPERIMENT/confirm; the study's report "
                                    "gains the configuration table (mean and 95%% CI over seeds, paired t-tests "
                                    "against the best, Holm-adjusted).")
-    s.add_argument("experiment", help="the study folder (STORAGE/NAME, as iqa-tune run printed it)")
+    s.add_argument("experiment", help="the study folder or URI (STORAGE/NAME, as iqa-tune run printed it)")
     s.add_argument("--top", type=int, help="configurations to retrain, the best by val (default 3)")
     s.add_argument("--seeds", type=int, help="training seeds per configuration, >= 2 (default 3)")
     s.add_argument("--split-seeds", type=int, help="split seeds per training seed, where the dataset has no "
@@ -167,10 +205,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-dashboard", action="store_true", help="start the local Ray instance without a dashboard")
     s.set_defaults(fn=_confirm)
 
-    s = sub.add_parser("report", help="ranked tables and pictures of an experiment folder")
-    s.add_argument("experiment")
-    s.add_argument("--out", help="output folder (default: EXPERIMENT/report)")
+    s = sub.add_parser("report", help="ranked tables and pictures of an experiment folder or URI")
+    s.add_argument("experiment", help="the experiment folder, or its URI (s3://bucket/prefix/name: read through "
+                                      "a local copy)")
+    s.add_argument("--out", help="output folder on this machine (default: EXPERIMENT/report; for a URI, in its "
+                                 "local copy)")
     s.add_argument("--metric", help="rank by this metric (default: the study's)")
+    s.add_argument("--upload", action="store_true", help="for an experiment at a URI: also copy the report beside "
+                                                        "it (URI/report)")
     s.set_defaults(fn=_report)
 
     s = sub.add_parser("bench", help="measure the data path, Tune overhead, ASHA savings and memory")

@@ -34,6 +34,7 @@ VERSIONS_FILE = "versions.json"  # iqa-tune train: what ran (iqa_tune.versions.c
 # files of a study folder
 STUDY_FILE = "study.yaml"  # what the driver recorded: source, metric, mode, max epochs, trials, versions
 TRIAL_STATUS_FILE = "trial_status.json"  # the driver's last view of each trial's status
+REPORT_DIR = "report"  # iqa-tune report's output inside the study folder (rewritten live while a study runs)
 # iqa-tune confirm: the top configurations retrained over seeds, a Tune experiment of its own inside the study
 # folder, with the same files (its study.yaml adds the plan under `confirm:`)
 CONFIRM_DIR = "confirm"

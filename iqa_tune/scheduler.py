@@ -3,44 +3,53 @@
 Part of the Ray edge (with ``iqa_tune.study``). ``Tuner.restore`` brings a scheduler back as it was created,
 empty, so a resumed study would cut trials against rungs that forgot every earlier result. ``PersistentASHA``
 saves its state through the scheduler's own ``save``/``restore`` after every decision and reloads it before the
-first decision of a resumed run.
+first decision of a resumed run. Tune pickles the scheduler into ``tuner.pkl``; given its experiment's location,
+the scheduler finds the state file in that experiment's folder on whichever machine resumes it (a URI's mirror
+need not sit where the study started, :func:`iqa_tune.storage.local_folder`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
 from .space import check_asha
+from .storage import local_folder
 
 STATE_FILE = "asha_state.pkl"
 WORST = 1e30  # stands in for an undefined (NaN) metric: ranked below every real value, whatever the mode
 
 
 class PersistentASHA(AsyncHyperBandScheduler):
-    """ASHA whose rung records live in ``state_file`` as well as in memory."""
+    """ASHA whose rung records live in ``state_file`` as well as in memory; with ``experiment`` (a folder or a
+    URI), in the file of that name in the experiment's folder on this machine."""
 
     def __init__(self, state_file: str | os.PathLike, *, time_attr: str, max_t: int, grace_period: int,
-                 reduction_factor: float):
+                 reduction_factor: float, experiment: str | None = None):
         check_asha(max_t, grace_period, reduction_factor)
         super().__init__(time_attr=time_attr, max_t=max_t, grace_period=grace_period,
                          reduction_factor=reduction_factor)
         self._state_file = str(state_file)
+        self._experiment = experiment
         self._loaded = False
+
+    @property
+    def state_file(self) -> str:
+        where = getattr(self, "_experiment", None)  # None also in a tuner.pkl of an older iqa-tune
+        return str(local_folder(where) / os.path.basename(self._state_file)) if where else self._state_file
 
     def _load_once(self) -> None:
         if not self._loaded:
             self._loaded = True
-            if os.path.exists(self._state_file):
-                self.restore(self._state_file)
+            if os.path.exists(self.state_file):
+                self.restore(self.state_file)
 
     def _persist(self) -> None:
-        tmp = self._state_file + ".tmp"
+        tmp = self.state_file + ".tmp"
         self.save(tmp)
-        os.replace(tmp, self._state_file)
+        os.replace(tmp, self.state_file)
 
     def __getstate__(self) -> dict:
         # Tune pickles the scheduler into tuner.pkl; a restored Tuner sets metric and mode again, which ASHA
@@ -79,9 +88,10 @@ class PersistentASHA(AsyncHyperBandScheduler):
         self._persist()
 
 
-def make_scheduler(kind: str, exp_dir: Path, max_t: int, grace_period: int, reduction_factor: float):
-    """The scheduler of ``study.scheduler.type``: ``asha`` or ``none`` (every trial runs to the end)."""
+def make_scheduler(kind: str, experiment: str, max_t: int, grace_period: int, reduction_factor: float):
+    """The scheduler of ``study.scheduler.type``: ``asha`` or ``none`` (every trial runs to the end).
+    ``experiment``: where the study lives, a folder or a URI (its ASHA state goes in its folder here)."""
     if kind == "none":
         return FIFOScheduler()
-    return PersistentASHA(exp_dir / STATE_FILE, time_attr="epoch", max_t=max_t, grace_period=grace_period,
-                          reduction_factor=reduction_factor)
+    return PersistentASHA(local_folder(experiment) / STATE_FILE, time_attr="epoch", max_t=max_t,
+                          grace_period=grace_period, reduction_factor=reduction_factor, experiment=experiment)

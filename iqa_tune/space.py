@@ -37,6 +37,7 @@ from .config import (
 from .datasets import SHIPS_OFFICIAL_SPLIT
 from .errors import UserError, did_you_mean
 from .records import SELECTION_METRICS
+from .storage import uri_problem
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,8 @@ def check_confirm_splits(cfg: RunConfig, split_seeds: int, key: str) -> None:
 @dataclass
 class StudyConfig:
     name: str = "study"
-    storage: str = "ray_results"  # experiments go to STORAGE/NAME
+    # experiments go to STORAGE/NAME: a folder, or a URI (s3://bucket/prefix, gs://, file://; iqa_tune.storage)
+    storage: str = field(default="ray_results", metadata=_check(uri_problem))
     # random: samples of the space (x grid size); optuna: the number of trials; grid: must stay 1
     num_samples: int = field(default=1, metadata=_check(_positive))
     metric: str = "val_srcc"  # image-level val SRCC: never select on test

@@ -4,6 +4,10 @@ With ``iqa_tune.scheduler`` (ASHA), the one module of ``iqa_tune`` that imports 
 ``iqa_tune.trainables.hyperiqa`` (trainables/hyperiqa.py). Ray's API has moved several times (``_train``, ``session.report``, now
 ``tune.report``); keeping every driver-side Ray call here makes the next move one file. Uses Ray Tune's current
 API (``ray.tune.Tuner``, ``tune.RunConfig``): ``ray.train.RunConfig`` crashes a Tuner in current Ray.
+
+Where the results go is a :class:`iqa_tune.storage.Location`: a folder, or a URI (``s3://``...) that Tune writes
+to through the filesystem built there, while the driver's records and the reports use the URI's local mirror
+(the design: :mod:`iqa_tune.storage`). Below, ``loc`` is where an experiment lives, ``exp_dir`` its folder here.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from . import CHECKOUT, SUBPACKAGES, records
+from . import CHECKOUT, SUBPACKAGES, records, storage
 from .errors import UserError, naming
 from .live import LiveTable, TrialRow
 from .prepare import prepare_data
@@ -35,6 +39,7 @@ from .space import (
     trial_count,
     with_resolved_paths,
 )
+from .storage import Location, Mirroring
 from .versions import collect as collect_versions
 
 # Tune warns about frequent experiment snapshots when trials report fast; our snapshots are small local files
@@ -45,12 +50,17 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.search.basic_variant import BasicVariantGenerator  # noqa: E402
 
+from .scheduler import STATE_FILE as ASHA_STATE_FILE  # noqa: E402
 from .scheduler import make_scheduler  # noqa: E402
 
 LOG_FILE = "tune.log"
+# the files of a study folder that its driver writes: for a URI, pushed from the mirror (the rest is pulled)
+DRIVER_FILES = (records.STUDY_FILE, records.TRIAL_STATUS_FILE, LOG_FILE, ASHA_STATE_FILE, records.REPORT_DIR)
 # what to call when a trial of a study ends (the CLI's live report), by experiment folder: the callback Tune
 # restores from tuner.pkl on --resume finds it here too, where a pickled attribute would have been lost
 TRIAL_END_HOOKS: dict[Path, Callable[[Path], None]] = {}
+# what keeps an experiment at a URI and its folder here in step while it runs, by that folder (poked as trials end)
+MIRRORS: dict[Path, Mirroring] = {}
 
 
 def param_space(space: Space) -> dict:
@@ -70,19 +80,31 @@ def param_space(space: Space) -> dict:
 
 
 class StudyProgress(tune.Callback):
-    """Feeds the live table and keeps ``trial_status.json``, the study's own record of how each trial stands."""
+    """Feeds the live table and keeps ``trial_status.json``, the study's own record of how each trial stands.
+    ``experiment``: where the study lives (a folder or a URI; default ``exp_dir``, its folder here)."""
 
-    def __init__(self, space: Space, exp_dir: Path):
-        self.space, self.exp_dir = space, exp_dir
+    def __init__(self, space: Space, exp_dir: Path, experiment: str | None = None):
+        self.space = space
+        # pickled by Tune: the folder is looked up from it on the machine that resumes (a URI's mirror may differ)
+        self.experiment = experiment or str(exp_dir)
         self.table: LiveTable | None = None
         self.trials: list = []
         self.statuses: dict[str, str] = {}  # at the end of the last step, before Tune's cleanup stops everything
         self.started = False  # a trial has started: from here on, the study folder holds work worth keeping
 
+    @property
+    def exp_dir(self) -> Path:
+        return storage.local_folder(self.experiment)
+
     def __getstate__(self) -> dict:
         # Tune pickles callbacks with the experiment; a live display is rebuilt after a restore
-        return {"space": self.space, "exp_dir": self.exp_dir, "table": None, "trials": [], "statuses": {},
+        return {"space": self.space, "experiment": self.experiment, "table": None, "trials": [], "statuses": {},
                 "started": False}
+
+    def __setstate__(self, state: dict) -> None:
+        if "exp_dir" in state:  # in the tuner.pkl of an older iqa-tune
+            state["experiment"] = str(state.pop("exp_dir"))
+        self.__dict__.update(state)
 
     def on_step_end(self, iteration, trials, **info):
         self.statuses = {t.trial_id: t.status for t in trials}
@@ -112,6 +134,9 @@ class StudyProgress(tune.Callback):
     def _ended(self, trials, trial, status: str) -> None:
         # Tune calls on_trial_complete while the trial still reads RUNNING; the record says how it ended
         records.write_trial_status(self.exp_dir, {**{t.trial_id: t.status for t in trials}, trial.trial_id: status})
+        mirror = MIRRORS.get(self.exp_dir)
+        if mirror is not None:
+            mirror.poke()
         hook = TRIAL_END_HOOKS.get(self.exp_dir)
         if hook is not None:
             try:
@@ -172,7 +197,7 @@ def _working_in(folder: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def connected(address: str | None, dashboard: bool, host: str, port: int, console: Console,
-              exp_dir: Path) -> Iterator[None]:
+              exp_dir: Path, env: dict[str, str] | None = None) -> Iterator[None]:
     """Connected to Ray for the block: the cluster at ``address``, or else the local instance the studies on this
     machine share (:mod:`iqa_tune.instance`: joined if another study started it, else started with the dashboard on
     ``host:port``, and ended by its supervisor once no study uses it). Says which, and how to open the dashboard.
@@ -180,7 +205,8 @@ def connected(address: str | None, dashboard: bool, host: str, port: int, consol
     Either way the driver's own code goes to every worker (Ray's runtime environment, ``py_modules``): trials
     import the same iqa_tune as the driver, and a worker node needs only the dependencies installed. Ray also puts
     the driver's current folder first on every worker's ``sys.path``; started from a source checkout, that would
-    be whatever checkout sits at that path on the worker's node, so ray.init runs in the study folder instead."""
+    be whatever checkout sits at that path on the worker's node, so ray.init runs in the study folder instead.
+    ``env``: variables the trials get as well (those that reach the study's storage, :func:`storage.worker_env`)."""
     from . import instance
 
     kwargs = dict(log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
@@ -195,7 +221,8 @@ def connected(address: str | None, dashboard: bool, host: str, port: int, consol
                           "the studies on this machine" + ("" if started else " (another study started it)"))
         with tempfile.TemporaryDirectory(prefix="iqa-tune-code-") as tmp, _working_in(exp_dir):
             # ray.init uploads the code before it returns
-            kwargs["runtime_env"] = {"py_modules": [code_for_workers(Path(tmp))], "excludes": ["__pycache__"]}
+            kwargs["runtime_env"] = {"py_modules": [code_for_workers(Path(tmp))], "excludes": ["__pycache__"],
+                                     **({"env_vars": env} if env else {})}
             ctx = ray.init(address=address, **kwargs)
         try:
             url = getattr(ctx, "dashboard_url", None)
@@ -249,22 +276,34 @@ def prebuild_caches(space: Space, console: Console) -> None:
 # the study
 
 
-def build_tuner(space: Space, exp_dir: Path, resume: bool, callbacks: list):
+def _for_tune(loc: Location) -> tuple[str, object]:
+    """The experiment's path as Tune takes it, and the filesystem that goes with it (None: a local path)."""
+    return (loc.remote.path, loc.remote.fs) if loc.remote else (str(loc.local), None)
+
+
+def _restorable(loc: Location) -> bool:
+    """Whether ``loc`` holds an experiment Tune can continue."""
+    path, fs = _for_tune(loc)
+    return storage.exists(loc) and tune.Tuner.can_restore(path, storage_filesystem=fs)
+
+
+def build_tuner(space: Space, loc: Location, resume: bool, callbacks: list):
     from .trainables.hyperiqa import hyperiqa_trainable
 
     s = space.study
-    scheduler = make_scheduler(s.scheduler.type, exp_dir, space.max_epochs, s.scheduler.grace_period,
+    scheduler = make_scheduler(s.scheduler.type, str(loc), space.max_epochs, s.scheduler.grace_period,
                                s.scheduler.reduction_factor)
-    trainable = tune.with_resources(tune.with_parameters(hyperiqa_trainable, space=space),
+    trainable = tune.with_resources(tune.with_parameters(hyperiqa_trainable, space=space, results=loc.store),
                                     {"cpu": s.resources.cpu, "gpu": s.resources.gpu})
+    path, fs = _for_tune(loc)
     if resume:
         try:
-            return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
+            return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, storage_filesystem=fs,
                                       resume_errored=False, restart_errored=False, param_space=param_space(space))
         except ValueError as e:  # the space file's search: keys no longer match the study's
-            raise UserError(f"{space.source}: cannot resume {exp_dir} with this space: {e}") from None
+            raise UserError(f"{space.source}: cannot resume {loc} with this space: {e}") from None
     run_config = tune.RunConfig(
-        name=exp_dir.name, storage_path=str(exp_dir.parent), verbose=0, callbacks=callbacks,
+        name=loc.name, storage_path=path.rsplit("/", 1)[0], storage_filesystem=fs, verbose=0, callbacks=callbacks,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=s.max_failures),
     )
@@ -297,17 +336,20 @@ def make_searcher(space: Space):
     return ConcurrencyLimiter(searcher, s.max_concurrent) if s.max_concurrent else searcher
 
 
-def _check_folder(exp_dir: Path, resume: bool) -> None:
-    """A plain run needs a new folder; --resume needs one that Tune can continue. Each refusal says what to do."""
-    restorable = exp_dir.exists() and tune.Tuner.can_restore(str(exp_dir))
+def _check_folder(loc: Location, resume: bool) -> None:
+    """A plain run needs a new folder; --resume needs one that Tune can continue. Each refusal says what to do.
+    At a URI, the bucket must exist and answer first."""
+    storage.check(loc)
+    exists = storage.exists(loc)
+    restorable = exists and _restorable(loc)
     if resume and not restorable:
-        hint = (": it holds no study Tune can continue; remove it and run without --resume" if exp_dir.exists()
+        hint = (": it holds no study Tune can continue; remove it and run without --resume" if exists
                 else "; run without --resume to start it")
-        raise UserError(f"--resume: no interrupted study at {exp_dir}{hint}")
+        raise UserError(f"--resume: no interrupted study at {loc}{hint}")
     if not resume and restorable:
-        raise UserError(f"{exp_dir} already exists: continue it with --resume, or choose another --name")
-    if not resume and exp_dir.exists():
-        raise UserError(f"{exp_dir} already exists and holds no study to continue: remove it, or choose another "
+        raise UserError(f"{loc} already exists: continue it with --resume, or choose another --name")
+    if not resume and exists:
+        raise UserError(f"{loc} already exists and holds no study to continue: remove it, or choose another "
                         "--name")
 
 
@@ -319,44 +361,51 @@ def run_study(space_file: str, address: str | None = None, name: str | None = No
     (the CLI's live report); what it raises is logged, never fatal.
 
     One rule for a start that fails (Ray cannot start, the pre-flight refuses, Ctrl-C during start-up): until
-    the first trial starts, the folder this run created is removed again, so the same command can simply be
-    run again."""
+    the first trial starts, the folder this run created is removed again (at a URI, the mirror and what the URI
+    got), so the same command can simply be run again. Returns the experiment's location (its ``local`` folder
+    holds everything the reports read)."""
+    from . import storage as stores  # the name `storage` is the --storage text here
+
     console = Console()
     space = load_space(space_file)
     if name:
         space.study.name = name
     if storage:
         space.study.storage = storage
-    exp_dir = (Path(space.study.storage).expanduser() / space.study.name).resolve()
-    _check_folder(exp_dir, resume)
+    loc = stores.location(space.study.storage, space.study.name)
+    _check_folder(loc, resume)
     space = with_resolved_paths(space)
     with naming(space_file):  # a data problem found here names the space file as well as the data file
         prebuild_caches(space, console)
-    progress = StudyProgress(space, exp_dir)
+    stores.begin(loc, resume)
+    exp_dir = loc.local
+    progress = StudyProgress(space, exp_dir, str(loc))
     if on_trial_end is not None:
         TRIAL_END_HOOKS[exp_dir] = on_trial_end
     try:
-        _fit(space, space_file, exp_dir, resume, progress, console, address,
+        _fit(space, space_file, loc, resume, progress, console, address,
              dict(dashboard=dashboard, host=dashboard_host, port=dashboard_port))
     except BaseException:
         if not resume and not progress.started:
-            shutil.rmtree(exp_dir, ignore_errors=True)
+            stores.discard(loc)
         raise
     finally:
         TRIAL_END_HOOKS.pop(exp_dir, None)
     if not resume and not progress.started:
-        shutil.rmtree(exp_dir, ignore_errors=True)
+        stores.discard(loc)
         console.print("[bold yellow]interrupted[/] before any trial started; nothing was kept: run the same "
                       "command again")
-        return 130, exp_dir
-    return _outcome(space, space_file, exp_dir, console), exp_dir
+        return 130, loc
+    return _outcome(space, space_file, exp_dir, console), loc
 
 
-def _fit(space: Space, space_file: str, exp_dir: Path, resume: bool, progress: StudyProgress, console: Console,
+def _fit(space: Space, space_file: str, loc: Location, resume: bool, progress: StudyProgress, console: Console,
          address: str | None, dashboard: dict, extra: dict | None = None) -> None:
+    exp_dir = loc.local
     _log_to_file(exp_dir)
     s = space.study
-    records.write_study_settings(exp_dir, {"source": str(space_file), "metric": s.metric,
+    records.write_study_settings(exp_dir, {"source": str(space_file), **({"uri": str(loc)} if loc.remote else {}),
+                                           "metric": s.metric,
                                            "mode": s.mode, "max_epochs": space.max_epochs,
                                            "trials": space.num_trials, "search": s.search.type,
                                            "search_seed": s.search_seed,
@@ -364,15 +413,28 @@ def _fit(space: Space, space_file: str, exp_dir: Path, resume: bool, progress: S
                                            "resources": {"cpu": s.resources.cpu, "gpu": s.resources.gpu},
                                            "max_concurrent": s.max_concurrent, "max_failures": s.max_failures,
                                            **(extra or {}), "versions": collect_versions()})
-    with connected(address, dashboard["dashboard"], dashboard["host"], dashboard["port"], console, exp_dir):
-        preflight(space)
-        console.print(f"study [bold]{escape(space.study.name)}[/]: {escape(trial_count(space))} trials, "
-                      f"results in {escape(str(exp_dir))}")
-        tuner = build_tuner(space, exp_dir, resume, [progress])
-        try:
-            tuner.fit()
-        finally:
-            progress.stop()
+    mirror = Mirroring(loc, DRIVER_FILES)
+    mirror.start()  # a URI that cannot be written is refused here, before Ray starts
+    MIRRORS[exp_dir] = mirror
+    try:
+        with connected(address, dashboard["dashboard"], dashboard["host"], dashboard["port"], console, exp_dir,
+                       env=storage.worker_env(loc)):
+            preflight(space)
+            where = f"{loc} (local copy: {exp_dir})" if loc.remote else str(exp_dir)
+            console.print(f"study [bold]{escape(space.study.name)}[/]: {escape(trial_count(space))} trials, "
+                          f"results in {escape(where)}")
+            tuner = build_tuner(space, loc, resume, [progress])
+            try:
+                tuner.fit()
+            finally:
+                progress.stop()
+    finally:
+        MIRRORS.pop(exp_dir, None)
+        # a start that failed is removed again: no last copy to make
+        problem = mirror.close(last_round=progress.started or resume)
+        if problem:
+            console.print(f"[bold yellow]warning:[/] {escape(problem)}; the driver's records are in "
+                          f"{escape(str(exp_dir))}")
 
 
 def _outcome(space: Space, space_file: str, exp_dir: Path, console: Console, resume_cmd: str | None = None) -> int:
@@ -399,71 +461,72 @@ def _outcome(space: Space, space_file: str, exp_dir: Path, console: Console, res
 # the confirmation over seeds
 
 
-def confirmation_started(study_dir: Path) -> bool:
+def confirmation_started(study: Location) -> bool:
     """Whether the study holds a confirmation Tune can continue."""
-    folder = Path(study_dir) / records.CONFIRM_DIR
-    return folder.is_dir() and tune.Tuner.can_restore(str(folder))
+    return _restorable(study.child(records.CONFIRM_DIR))
 
 
-def _confirm_arguments(exp_dir: Path, resume: bool, given: dict[str, int | None]) -> dict[str, int]:
+def _confirm_arguments(loc: Location, resume: bool, given: dict[str, int | None]) -> dict[str, int]:
     """--top/--seeds/--split-seeds: a resume takes what the confirmation was started with (a different value is
     refused); a new one takes the defaults of ``study.confirm`` for what is not given."""
     defaults = dataclasses.asdict(ConfirmConfig())
-    recorded = (records.study_settings(exp_dir).get("confirm") or {}).get("asked", {}) if resume else {}
+    recorded = (records.study_settings(loc.local).get("confirm") or {}).get("asked", {}) if resume else {}
     for key, value in given.items():
         if recorded and value is not None and value != recorded.get(key):
             flag = "--" + key.replace("_", "-")
             raise UserError(f"{flag}: this confirmation was started with {flag} {recorded.get(key)}; resume it "
-                            f"without {flag}, or remove {exp_dir} to start another")
+                            f"without {flag}, or remove {loc} to start another")
     return {k: (given[k] if given[k] is not None else recorded.get(k, defaults[k])) for k in defaults}
 
 
-def _check_confirm_folder(exp_dir: Path, resume: bool) -> None:
-    restorable = exp_dir.is_dir() and tune.Tuner.can_restore(str(exp_dir))
-    if resume and not restorable:
-        raise UserError(f"--resume: no interrupted confirmation at {exp_dir}; run without --resume to start one")
-    if not resume and exp_dir.exists():
-        raise UserError(f"{exp_dir} already holds a confirmation: continue an interrupted one with --resume, or "
+def _check_confirm_folder(loc: Location, resume: bool) -> None:
+    if resume and not _restorable(loc):
+        raise UserError(f"--resume: no interrupted confirmation at {loc}; run without --resume to start one")
+    if not resume and storage.exists(loc):
+        raise UserError(f"{loc} already holds a confirmation: continue an interrupted one with --resume, or "
                         "remove the folder to run another")
 
 
-def run_confirmation(study_dir: Path, top: int | None = None, seeds: int | None = None,
+def run_confirmation(study: Location | str | Path, top: int | None = None, seeds: int | None = None,
                      split_seeds: int | None = None, resume: bool = False, address: str | None = None,
                      dashboard: bool = True, dashboard_host: str = "127.0.0.1", dashboard_port: int = 8265,
-                     resume_cmd: str | None = None) -> tuple[int, Path]:
+                     resume_cmd: str | None = None) -> tuple[int, Location]:
     """Retrain the top configurations of a study over seeds (the plan: :func:`iqa_tune.confirm.plan_confirmation`)
-    as a Tune experiment of its own, ``STUDY/confirm``; returns (exit code, that folder) with the codes of
+    as a Tune experiment of its own, ``STUDY/confirm``; returns (exit code, its location) with the codes of
     :func:`run_study`, whose machinery it shares: live table, ``trial_status.json``, Ctrl-C and --resume, and a
-    start that fails removes what it created."""
+    start that fails removes what it created. ``study``: its folder or URI (read through
+    :func:`storage.fetch`), or the location :func:`run_study` returned."""
     from .confirm import plan_confirmation
 
     console = Console()
-    study_dir = Path(study_dir).expanduser().resolve()
-    exp_dir = study_dir / records.CONFIRM_DIR
-    asked = _confirm_arguments(exp_dir, resume, {"top": top, "seeds": seeds, "split_seeds": split_seeds})
-    plan = plan_confirmation(study_dir, **asked)
-    _check_confirm_folder(exp_dir, resume)
+    study = study if isinstance(study, Location) else storage.fetch(study)
+    loc = study.child(records.CONFIRM_DIR)
+    exp_dir = loc.local
+    asked = _confirm_arguments(loc, resume, {"top": top, "seeds": seeds, "split_seeds": split_seeds})
+    plan = plan_confirmation(study.local, **asked)
+    _check_confirm_folder(loc, resume)
     if plan.note:
         console.print(f"[yellow]note:[/] {escape(plan.note)}")
     # from `iqa-tune run` (study.confirm) the way on is that command's --resume; on its own, `confirm --resume`
-    again = resume_cmd or f"iqa-tune confirm {study_dir}"
-    resume_cmd = resume_cmd or f"iqa-tune confirm {study_dir} --resume"
+    again = resume_cmd or f"iqa-tune confirm {study}"
+    resume_cmd = resume_cmd or f"iqa-tune confirm {study} --resume"
     space = with_resolved_paths(plan.space)
     prebuild_caches(space, console)
-    progress = StudyProgress(space, exp_dir)
+    storage.begin(loc, resume)
+    progress = StudyProgress(space, exp_dir, str(loc))
     names = ", ".join(f"{c.name} ({plan.metric} {c.search_metric:.4f})" for c in plan.configurations)
     console.print(f"confirm: {escape(names)}; training seeds {plan.seeds}, splits {plan.split_seeds}")
     try:
-        _fit(space, str(study_dir), exp_dir, resume, progress, console, address,
+        _fit(space, str(study), loc, resume, progress, console, address,
              dict(dashboard=dashboard, host=dashboard_host, port=dashboard_port),
              extra={"confirm": {"asked": asked, **plan.record()}})
     except BaseException:
         if not resume and not progress.started:
-            shutil.rmtree(exp_dir, ignore_errors=True)
+            storage.discard(loc)
         raise
     if not resume and not progress.started:
-        shutil.rmtree(exp_dir, ignore_errors=True)
+        storage.discard(loc)
         console.print(f"[bold yellow]interrupted[/] before any confirmation run started; nothing of it was kept: "
                       f"run {escape(again)}")
-        return 130, exp_dir
-    return _outcome(space, str(study_dir), exp_dir, console, resume_cmd), exp_dir
+        return 130, loc
+    return _outcome(space, str(study), exp_dir, console, resume_cmd), loc

@@ -18,7 +18,14 @@ from rich.text import Text
 
 from iqa_tune.errors import UserError
 from iqa_tune.live import SHORT_ENDING
-from iqa_tune.records import HP_PREFIX, SELECTION_METRICS, load_experiment, load_predictions, study_settings
+from iqa_tune.records import (
+    HP_PREFIX,
+    REPORT_DIR,
+    SELECTION_METRICS,
+    load_experiment,
+    load_predictions,
+    study_settings,
+)
 from iqa_tune.versions import summary
 
 from .confirmation import display_table, load_confirmation, method_text, progress_text
@@ -269,24 +276,26 @@ def compute_tables(exp_dir: Path, metric: str | None = None) -> dict:
     ranking = add_uncertainty(ranking, preds)
     return {"metric": metric, "mode": mode, "epochs": epochs, "ranking": ranking,
             "groups": group_split_seeds(ranking, metric, mode), "marginals": marginals(ranking, metric, mode),
-            "versions": settings.get("versions"), "source": settings.get("source"),
+            "versions": settings.get("versions"), "source": settings.get("source"), "uri": settings.get("uri"),
             "planned": settings.get("trials"), "confirmation": load_confirmation(exp_dir)}
 
 
 def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = None,
-                 pictures: bool = True) -> dict:
+                 pictures: bool = True, experiment: str | None = None) -> dict:
     """Compute everything and write every file; returns the tables, the findings and where they went.
-    ``pictures``: also the PNG copies of the curves (matplotlib, seconds; the live rewrite leaves them out)."""
+    ``pictures``: also the PNG copies of the curves (matplotlib, seconds; the live rewrite leaves them out).
+    ``experiment``: where the study lives, for the commands the report suggests (default: the URI that
+    study.yaml records for a study on object storage, else ``exp_dir``)."""
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
         raise UserError(f"{exp_dir}: no such experiment folder")
     r = compute_tables(exp_dir, metric)
-    out = Path(out) if out else exp_dir / "report"
+    out = Path(out) if out else exp_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     metric, ranking = r["metric"], r["ranking"]
     r["importance"], r["importance_note"] = fit_importance(r)
-    r["findings"] = headline(ranking, r["epochs"], metric, str(exp_dir), r["source"], r["planned"],
-                             r["confirmation"])
+    r["findings"] = headline(ranking, r["epochs"], metric, experiment or r["uri"] or str(exp_dir), r["source"],
+                             r["planned"], r["confirmation"])
     r["out"] = out
     r["epochs"].to_parquet(out / "results.parquet", index=False)
     cols = _columns(ranking, metric)
@@ -322,11 +331,11 @@ def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
 
 
 def build_report(exp_dir: Path, out: Path | None = None, metric: str | None = None,
-                 console: Console | None = None) -> Path:
+                 console: Console | None = None, experiment: str | None = None) -> Path:
     """``iqa-tune report``: write the report, then print the headline and the compact ranking."""
     # a log file or CI gets a table wide enough to read; a terminal keeps its own width
     console = console or Console(width=None if sys.stdout.isatty() else 150)
-    r = write_report(exp_dir, out, metric)
+    r = write_report(exp_dir, out, metric, experiment=experiment)
     metric, ranking, out = r["metric"], r["ranking"], r["out"]
     console.print(to_rich(terminal_view(ranking, metric), None,
                           f"{Path(exp_dir).name}: ranked by {metric} at each trial's best epoch"))

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from iqa_tune.records import HP_PREFIX
+from iqa_tune.storage import is_uri
 
 from .labels import describe, metric_label
 
@@ -149,8 +150,11 @@ def headline(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str, experimen
              confirmation: pd.DataFrame | None = None) -> list[Finding]:
     """The findings, in reading order: progress, best configuration, its figures, noise, overfitting.
     ``source``: the study's space file, for the command that resumes an interrupted study."""
-    exp = Path(experiment)
-    resume = f"iqa-tune run {source or 'SPACE'} --name {exp.name} --storage {exp.parent} --resume"
+    if is_uri(experiment):  # s3://bucket/prefix/name: a Path would fold the '//'
+        parent, _, name = experiment.rstrip("/").rpartition("/")
+    else:
+        parent, name = str(Path(experiment).parent), Path(experiment).name
+    resume = f"iqa-tune run {source or 'SPACE'} --name {name} --storage {parent} --resume"
     found = [progress(ranking, resume, planned)] if len(ranking) else []
     if ranking.empty or metric not in ranking or not np.isfinite(ranking[metric].iloc[0]):
         return [f for f in found if f] + [Finding("best", "No trial has reported a defined "

@@ -33,10 +33,11 @@ def cache_dir(tmp_path_factory):
     return path
 
 
-def cli(*args, cwd=None, timeout=600):
-    """Run the iqa-tune command as a user does."""
+def cli(*args, cwd=None, timeout=600, env=None):
+    """Run the iqa-tune command as a user does (``env``: variables set on top of this process's)."""
     return subprocess.run([sys.executable, "-m", "iqa_tune.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          cwd=cwd or ROOT, timeout=timeout,
+                          env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)})
 
 
 def koniq_like_csv(folder: Path, n: int, size=(1024, 768)) -> Path:

@@ -3,7 +3,8 @@
 The trial side of the Ray edge (the driver side is ``iqa_tune.study``). A checkpoint is reported only when the
 study metric improves (one kept per trial), holding the solver state and the per-image test predictions of that
 epoch. A resumed trial restarts from it; batches depend only on (seed, epoch), so the epochs it repeats see the
-same data as the first time.
+same data as the first time. The trial's resolved config and split go into its folder of the experiment through
+the study's storage (:class:`iqa_tune.storage.Store`: a folder or a URI), so they arrive from any node.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from ray import tune
 
 import iqa_tune
-from iqa_tune import records
+from iqa_tune import records, storage
 from iqa_tune.prepare import prepare_data
 from iqa_tune.solver import Solver
 from iqa_tune.space import Space, trial_config
@@ -37,12 +38,21 @@ def as_tune_metrics(metrics: dict) -> dict:
     return {k: (float(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in metrics.items()}
 
 
-def hyperiqa_trainable(config: dict, space: Space) -> None:
+def _write_run_files(results: storage.Store, data, cfg) -> None:
+    """The resolved config and the split, in the trial's folder of the experiment; once: a resumed trial keeps
+    those it started with."""
+    trial = Path(tune.get_context().get_trial_dir()).name  # the trial's folder name in the experiment
+    if storage.holds(results, f"{trial}/{records.CONFIG_FILE}"):
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        data.write_run_files(Path(folder), cfg)
+        storage.put_folder(results, Path(folder), trial)
+
+
+def hyperiqa_trainable(config: dict, space: Space, results: storage.Store) -> None:
     cfg = trial_config(space, config)
     data = prepare_data(cfg, progress=False)  # opens the cache the driver built (or builds it on a new node)
-    trial_dir = Path(tune.get_context().get_trial_dir())
-    if trial_dir.is_dir() and not (trial_dir / records.CONFIG_FILE).exists():
-        data.write_run_files(trial_dir, cfg)
+    _write_run_files(results, data, cfg)
     solver = Solver(cfg, data, select=space.study.metric, mode=space.study.mode)
     _restore(solver)
     # where the trial ran and which copy of iqa_tune it imported (the one the driver shipped, see study.connect)
