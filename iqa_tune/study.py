@@ -442,6 +442,8 @@ def _outcome(space: Space, space_file: str, exp_dir: Path, console: Console, res
     loop, also by a resumed run); the exit code follows: 130 interrupted, 1 when every trial errored, else 0."""
     statuses = records.read_trial_status(exp_dir)
     unfinished = [t for t, s in statuses.items() if s not in ("TERMINATED", "ERROR")]
+    # a Ctrl-C between two trials leaves every created trial finished: the ones never created are unfinished too
+    unfinished += ["not started"] * max(0, space.num_trials - len(statuses))
     if unfinished:
         resume_cmd = resume_cmd or (f"iqa-tune run {space_file} --name {space.study.name} --storage "
                                     f"{space.study.storage} --resume")

@@ -245,3 +245,25 @@ def test_two_studies_at_once_share_one_instance_and_ctrl_c_of_one_leaves_the_oth
     while time.monotonic() < deadline and instance._alive(supervisor):
         time.sleep(1)
     assert not instance._alive(supervisor)  # and with it the head it ran (ray start --block, SIGTERM)
+
+
+def test_a_ctrl_c_between_two_trials_counts_the_trials_never_started(tmp_path):
+    """Tune records only the trials it created: one finished trial of two, and none running, is an interrupted
+    study (exit 130, with the --resume command), not a finished one."""
+    from rich.console import Console
+
+    from iqa_tune import records
+    from iqa_tune.space import load_space
+    from iqa_tune.study import _outcome
+
+    path = write_space(tmp_path, {"loss.alpha": {"grid": [0.0, 1.0]}}, {"name": "cut"})
+    space = load_space(str(path))
+    exp = tmp_path / "results/cut"
+    exp.mkdir(parents=True)
+    records.write_trial_status(exp, {"cut_00000": "TERMINATED"})
+    console = Console(record=True, width=300)
+    assert _outcome(space, str(path), exp, console) == 130
+    said = console.export_text()
+    assert "1 trials unfinished" in said and "--resume" in said
+    records.write_trial_status(exp, {"cut_00000": "TERMINATED", "cut_00001": "TERMINATED"})
+    assert _outcome(space, str(path), exp, console) == 0
