@@ -4,8 +4,11 @@ Sections: ``data`` (patch delivery vs the reference's decode-per-patch pattern, 
 ``tune`` (per-epoch time inside Tune vs the bare solver, Ray start to first report), ``asha`` (trial-epochs and
 wall time of a 12-point grid with and without ASHA, and whether the grid's best survives), ``memory`` (peak RSS
 of the driver and of trial workers with 1 and 2 concurrent trials), ``search`` (TPE against random search at the
-same budget, over three search seeds), ``gpu`` (swin_tiny through the solver on a CUDA device). Benchmarks, not tests: numbers vary with the
-machine and its load, so every figure is compared with its baseline measured in the same run.
+same budget, over three search seeds), ``gpu`` (swin_tiny through the solver on a CUDA device); on request only,
+``koniq`` (10,000 release-sized JPEGs: cache build, decoding threads, cache size, PSS of four trials sharing the
+cache) and ``horizon`` (ASHA against the full grid, 12 points x 8 epochs of the pretrained demo backbone).
+Benchmarks, not tests: numbers vary with the machine and its load, so every figure is compared with its baseline
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -136,14 +139,14 @@ BENCH_BASE = {
 }
 
 
-def _study(tmp: Path, name: str, search: dict, study: dict, data: dict | None = None,
+def _study(tmp: Path, name: str, search: dict, study: dict, data: dict | None = None, base: dict = BENCH_BASE,
            **train) -> tuple[Path, float]:
     from .instance import use_token_auth
 
     use_token_auth()  # bench studies use the shared local instance
     from .study import run_study
 
-    body = json.loads(json.dumps(BENCH_BASE))
+    body = json.loads(json.dumps(base))
     body["train"].update(train)
     body["data"].update(data or {})
     body["search"] = search
@@ -179,37 +182,77 @@ def bench_tune(quick: bool, tmp: Path) -> dict:
             "start_to_first_report_s": rows[0]["timestamp"] - start - rows[0]["epoch_seconds"]}
 
 
+def _best_trial(rows_by_trial: dict[str, list[dict]]) -> str:
+    """The trial whose best epoch is best by val SRCC, by the rule the solver and the report use."""
+    trials = list(rows_by_trial)
+    best_of = [rows[records.best_index([r["val_srcc"] for r in rows], "max")]["val_srcc"]
+               for rows in rows_by_trial.values()]
+    return trials[records.best_index(best_of, "max")]
+
+
+def _params(exp: Path, trial: str) -> dict:
+    return json.loads((exp / trial / "params.json").read_text())
+
+
+def _asha_against_grid(tmp: Path, name: str, search: dict, asha: dict, epochs: int, base: dict = BENCH_BASE,
+                       **train) -> dict:
+    """The same grid twice, every trial to the end and under ASHA: trial-epochs and wall time of each, whether
+    the full grid's best configuration (by val) survives ASHA, and, where it does not, the paired bootstrap of the
+    two bests' test SRCC on the same test images (the report's test)."""
+    from .reports.ranking import paired_bootstrap_test
+
+    full, t0 = _study(tmp, f"{name}-full", search, {"scheduler": {"type": "none"}}, base=base, epochs=epochs,
+                      **train)
+    full_s = time.time() - t0
+    cut, t0 = _study(tmp, f"{name}-asha", search, {"scheduler": {"type": "asha", **asha}}, base=base,
+                     epochs=epochs, **train)
+    asha_s = time.time() - t0
+    full_rows, asha_rows = _rows(full), _rows(cut)
+    best_full, best_asha = _best_trial(full_rows), _best_trial(asha_rows)
+    survivors = [_params(cut, t) for t, rows in asha_rows.items() if rows[-1]["epoch"] == epochs]
+    out = {"grid_points": len(full_rows), "epochs": epochs, "asha": asha,
+           "full_trial_epochs": sum(len(r) for r in full_rows.values()),
+           "asha_trial_epochs": sum(len(r) for r in asha_rows.values()),
+           "full_wall_s": full_s, "asha_wall_s": asha_s, "wall_fraction": asha_s / full_s,
+           "full_best_config": _params(full, best_full), "full_best_survives_asha": _params(full, best_full) in survivors,
+           "asha_best_config": _params(cut, best_asha)}
+    out["trial_epoch_fraction"] = out["asha_trial_epochs"] / out["full_trial_epochs"]
+    preds = [records.load_predictions(p) for p in
+             (records.latest_predictions(full / best_full), records.latest_predictions(cut / best_asha))]
+    if all(p is not None for p in preds) and list(preds[0][0]) == list(preds[1][0]):
+        diff, lo, hi, p = paired_bootstrap_test(preds[0][1], preds[0][2], preds[1][2])
+        out.update(full_best_minus_asha_best_test_srcc=diff, diff_ci=[lo, hi], paired_p=p,
+                   distinguishable=p < 0.05)
+    return out
+
+
 def bench_asha(quick: bool, tmp: Path) -> dict:
     search = {"loss.alpha": {"grid": [0.0, 0.5, 1.0]}, "train.lr": {"grid": [3.0e-4, 1.0e-3]},
               "train.schedule": {"grid": ["step", "cosine"]}}
-    epochs = 3 if quick else 4
-    train = {"epochs": epochs, "threads": 1}
-    full, t0 = _study(tmp, "grid-full", search, {"scheduler": {"type": "none"}}, **train)
-    full_s = time.time() - t0
-    asha, t0 = _study(tmp, "grid-asha", search, {"scheduler": {"type": "asha", "grace_period": 1,
-                                                                "reduction_factor": 3}}, **train)
-    asha_s = time.time() - t0
-    full_rows, asha_rows = _rows(full), _rows(asha)
+    return _asha_against_grid(tmp, "grid", search, {"grace_period": 1, "reduction_factor": 3},
+                              3 if quick else 4, threads=1)
 
-    def best(rows_by_trial):
-        """The trial whose best epoch is best, by the rule the solver and the report use."""
-        trials = list(rows_by_trial)
-        best_of = [rows[records.best_index([r["val_srcc"] for r in rows], "max")]["val_srcc"]
-                   for rows in rows_by_trial.values()]
-        return trials[records.best_index(best_of, "max")]
 
-    def config_of(exp, trial):
-        return json.loads((exp / trial / "params.json").read_text())
+# ASHA on a realistic horizon: the demo's pretrained EfficientNet-Lite0, long enough for the early leaders to fade
+HORIZON_BASE = {
+    "data": {"dataset": "demo", "patch_size": 64, "train_patches": 1, "test_patches": 2,
+             "split": {"train": 0.6, "val": 0.2, "test": 0.2}},
+    "model": {"backbone": "efficientnet_lite0", "pretrained": True},
+    "loss": {"margin": 1.0},
+    "train": {"optimizer": "adamw", "batch_size": 32, "schedule": "cosine", "warmup_epochs": 0.5},
+}
+HORIZON_SEARCH = {"train.lr": {"grid": [1.0e-4, 3.0e-4, 1.0e-3]}, "model.freeze_stages": {"grid": [1, 3]},
+                  "train.weight_decay": {"grid": [1.0e-4, 1.0e-1]}}
 
-    best_full = config_of(full, best(full_rows))
-    survivors = [config_of(asha, t) for t, rows in asha_rows.items() if rows[-1]["epoch"] == epochs]
-    return {"grid_points": math.prod(len(v["grid"]) for v in search.values()), "epochs": epochs,
-            "full_trial_epochs": sum(len(r) for r in full_rows.values()),
-            "asha_trial_epochs": sum(len(r) for r in asha_rows.values()),
-            "trial_epoch_fraction": sum(len(r) for r in asha_rows.values()) / sum(len(r) for r in full_rows.values()),
-            "full_wall_s": full_s, "asha_wall_s": asha_s, "wall_fraction": asha_s / full_s,
-            "full_best_config": best_full, "full_best_survives_asha": best_full in survivors,
-            "asha_best_config": config_of(asha, best(asha_rows))}
+
+def bench_horizon(quick: bool, tmp: Path) -> dict:
+    """12 grid points x 8 epochs with the pretrained demo backbone, with and without ASHA (grace 1, factor 3)."""
+    search = HORIZON_SEARCH if not quick else {"train.lr": {"grid": [1.0e-4, 1.0e-3]}}
+    base = json.loads(json.dumps(HORIZON_BASE))
+    if quick:
+        base["data"]["limit"] = 240
+    return _asha_against_grid(tmp, "horizon", search, {"grace_period": 1, "reduction_factor": 3},
+                              3 if quick else 8, base=base, threads=1)
 
 
 SEARCH_SPACE = {"loss.alpha": {"uniform": [0.0, 2.0]}, "train.lr": {"loguniform": [1.0e-4, 3.0e-3]},
@@ -625,7 +668,8 @@ def concurrent_throughput(cfg_data: dict, batches: int, processes: int) -> list[
 
 def run_bench(args) -> int:
     console = Console()
-    sections = args.only or [s for s in SECTIONS if s != "koniq"]  # koniq: minutes and GBs, on request
+    # koniq (minutes and GBs) and horizon (half an hour on 2 cores) run only when named
+    sections = args.only or [s for s in SECTIONS if s not in ("koniq", "horizon")]
     report = {"machine": _machine(), "quick": bool(args.quick)}
     os.environ.setdefault("IQA_TUNE_CACHE", str(cache_root(DataConfig())))
     with tempfile.TemporaryDirectory() as tmp:
@@ -633,6 +677,7 @@ def run_bench(args) -> int:
             console.print(f"[bold]bench {name}[/] ...")
             fn = {"data": lambda: bench_data(args.quick), "tune": lambda: bench_tune(args.quick, Path(tmp)),
                   "asha": lambda: bench_asha(args.quick, Path(tmp)),
+                  "horizon": lambda: bench_horizon(args.quick, Path(tmp)),
                   "memory": lambda: bench_memory(args.quick, Path(tmp)),
                   "search": lambda: bench_search(args.quick, Path(tmp)),
                   "gpu": lambda: bench_gpu(args.quick, Path(tmp)),

@@ -9,7 +9,7 @@ from pathlib import Path
 from . import __version__
 from .errors import UserError, naming
 
-BENCH_SECTIONS = ("data", "tune", "asha", "memory", "search", "gpu", "koniq")  # iqa_tune.bench.SECTIONS, without importing torch
+BENCH_SECTIONS = ("data", "tune", "asha", "memory", "search", "gpu", "koniq", "horizon")  # iqa_tune.bench.SECTIONS, without importing torch
 
 
 def _train(args) -> int:
@@ -219,8 +219,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="bench.json", help="JSON output")
     s.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
     s.add_argument("--only", nargs="*", choices=BENCH_SECTIONS, metavar="SECTION",
-                   help=f"sections: {' '.join(BENCH_SECTIONS)} (gpu needs CUDA; koniq runs only when named: "
-                        "it writes 10,000 JPEGs and a 5.6 GB cache in a temp folder)")
+                   help=f"sections: {' '.join(BENCH_SECTIONS)} (gpu needs CUDA; koniq and horizon run "
+                        "only when named: 10,000 JPEGs and a 5.6 GB cache in a temp folder; 12 x 8 trial-epochs of "
+                        "the pretrained demo backbone, twice)")
     s.add_argument("--images", type=int, help="koniq: how many 1024x768 JPEGs (default 10,000; --quick 1,000)")
     s.set_defaults(fn=_bench)
     return p

@@ -148,6 +148,12 @@ def load_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
         return z["path"], z["label"], z["pred"]
 
 
+def latest_predictions(trial_dir: Path) -> Path | None:
+    """A Tune trial's test predictions at its best epoch so far (its newest checkpoint holds them), or None."""
+    found = sorted(Path(trial_dir).glob(f"checkpoint_*/{PREDICTIONS_FILE}"))
+    return found[-1] if found else None
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -269,10 +275,10 @@ def load_experiment(exp_dir: Path):
         # Tune appends to error.txt and never clears it: a retried trial that then finished keeps the file, so
         # the recorded status decides where there is one
         ended = how_it_ended(status, results[-1] if results else None, bool(error) and not status)
-        predictions = sorted(trial_dir.glob(f"checkpoint_*/{PREDICTIONS_FILE}"))
+        predictions = latest_predictions(trial_dir)
         trial_rows.append({"trial": trial_id, "ended": ended, "reason": error,
                            "epochs_run": results[-1]["epoch"] if results else 0,
-                           "predictions": str(predictions[-1]) if predictions else "",
+                           "predictions": str(predictions or ""),
                            "inert": ",".join(_inert(trial_dir)), **hps})
         for r in results:
             epoch_rows.append({"trial": trial_id, "ended": ended, **hps,
