@@ -419,18 +419,8 @@ def _trial_memory(cfg_data: dict, batches: int, barrier, results) -> None:
 def concurrent_memory(cfg_data: dict, batches: int, processes: int) -> list[dict]:
     import multiprocessing
 
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(processes), ctx.Queue()
-    workers = [ctx.Process(target=_trial_memory, args=(cfg_data, batches, barrier, results))
-               for _ in range(processes)]
-    for w in workers:
-        w.start()
-    out = [results.get() for _ in workers]
-    for w in workers:
-        w.join()
-        if w.exitcode:
-            raise RuntimeError(f"a memory-bench trial exited with {w.exitcode}")
-    return out
+    barrier = multiprocessing.get_context("spawn").Barrier(processes)
+    return spawned(_trial_memory, (cfg_data, batches, barrier), processes, "a memory-bench trial")
 
 
 def _folder_mb(folder: Path) -> float:
@@ -651,18 +641,32 @@ def _throughput_process(cfg_data: dict, batches: int, results) -> None:
 
 def concurrent_throughput(cfg_data: dict, batches: int, processes: int) -> list[dict]:
     """:func:`train_throughput` in ``processes`` processes at once (spawned: each gets its own CUDA context)."""
+    return spawned(_throughput_process, (cfg_data, batches), processes, "a throughput process")
+
+
+def spawned(target, args: tuple, processes: int, what: str) -> list:
+    """``target(*args, results)`` in ``processes`` spawned processes at once; what each put on ``results``. A
+    process that dies (its traceback is on stderr) stops the others and raises, instead of leaving this waiting."""
     import multiprocessing
+    import queue
 
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
-    workers = [ctx.Process(target=_throughput_process, args=(cfg_data, batches, results)) for _ in range(processes)]
+    workers = [ctx.Process(target=target, args=(*args, results)) for _ in range(processes)]
     for w in workers:
         w.start()
-    out = [results.get() for _ in workers]
+    out = []
+    while len(out) < len(workers):
+        try:
+            out.append(results.get(timeout=1.0))
+        except queue.Empty:
+            dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+            if dead:
+                for w in workers:
+                    w.terminate()
+                raise RuntimeError(f"{what} exited with {dead[0]}") from None
     for w in workers:
         w.join()
-        if w.exitcode:
-            raise RuntimeError(f"a throughput process exited with {w.exitcode}")
     return out
 
 

@@ -231,3 +231,14 @@ def test_koniq_scale_bench_shares_one_cache_between_trials(tmp_path):
     # most the file), private copies would sum to every trial's full count
     assert sum(pss) <= 1.01 * out["cache_mb"]
     assert sum(pss) < 0.9 * sum(rss)
+
+
+def _dies(results):
+    raise SystemExit(3)
+
+
+def test_a_spawned_bench_process_that_dies_raises_instead_of_leaving_the_bench_waiting():
+    from iqa_tune.bench import spawned
+
+    with pytest.raises(RuntimeError, match="a test process exited with 3"):
+        spawned(_dies, (), 2, "a test process")
