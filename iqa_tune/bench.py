@@ -301,27 +301,15 @@ def bench_memory(quick: bool, tmp: Path) -> dict:
 KONIQ_IMAGES = 10_000  # KonIQ-10k's size
 
 
-def _koniq_sources() -> list[np.ndarray]:
-    """The demo's photos at their own resolution (not the demo's 192x144), as RGB arrays."""
-    import skimage.data
-
-    from .demo_data import PHOTOS
-
-    out = []
-    for _, loader, index in PHOTOS:
-        arr = getattr(skimage.data, loader)()
-        arr = np.asarray(arr[index] if index is not None else arr)
-        out.append(np.stack([arr] * 3, -1) if arr.ndim == 2 else arr[..., :3].astype(np.uint8))
-    return out
-
-
 def _koniq_jpegs(job: tuple[str, list[int]]) -> int:
     """Write 1024x768 JPEGs number ``ids`` into ``folder``: each a random 4:3 window of a demo photo (40-100% of
     its width), maybe mirrored, at JPEG quality 70-95, so files differ in content and size as a release's do."""
     from PIL import Image
 
+    from .demo_data import PHOTOS, photo_pixels
+
     folder, ids = job
-    sources = _koniq_sources()
+    sources = [photo_pixels(loader, index) for _, loader, index in PHOTOS]  # at their own resolution
     for i in ids:
         rng = np.random.default_rng(i)
         arr = sources[i % len(sources)]
@@ -357,17 +345,17 @@ def make_koniq_like(folder: Path, n: int, progress: bool = True) -> Path:
     return folder
 
 
-def _pss_kb(pid: str = "self", mapping: str | None = None) -> dict[str, int]:
+def _pss_kb(mapping: str | None = None) -> dict[str, int]:
     """Pss, Rss, Private (pages no other process maps) and Anonymous (not backed by a file: heap, tensors) in kB
-    of a process (``/proc/PID/smaps_rollup``), or Pss and Rss of its mappings of one file (``smaps``)."""
+    of this process (``/proc/self/smaps_rollup``), or Pss and Rss of its mappings of one file (``smaps``)."""
     if mapping is None:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        text = Path("/proc/self/smaps_rollup").read_text()
         out = {k: int(line.split()[1]) for line in text.splitlines()
                for k in ("Pss", "Rss", "Private_Clean", "Private_Dirty", "Anonymous") if line.startswith(k + ":")}
         out["Private"] = out.pop("Private_Clean") + out.pop("Private_Dirty")
         return out
     out, inside = {"Pss": 0, "Rss": 0}, False
-    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+    for line in Path("/proc/self/smaps").read_text().splitlines():
         head = line.split()
         if head and "-" in head[0] and not head[0].endswith(":"):  # a mapping's header line
             inside = line.endswith(mapping)
@@ -431,7 +419,6 @@ def bench_koniq(quick: bool, tmp: Path, images: int | None = None, backbone: str
                 say=print) -> dict:
     """KonIQ-10k scale on this machine: making the JPEGs, building the cache (one decoding thread against one
     per core), its size, and the memory of 1 and then 4 concurrent trials reading it."""
-
     n = images or (1_000 if quick else KONIQ_IMAGES)
     folder = tmp / "koniq-like"
     t = time.perf_counter()

@@ -37,9 +37,8 @@ PHOTOS = [
 VIEWS = [("full", 1.0, 0.5, 0.5), ("zoom_tl", 0.6, 0.0, 0.0), ("zoom_br", 0.6, 1.0, 1.0)]
 
 
-def photo(loader: str, index: int | None, view: tuple[str, float, float, float] = VIEWS[0]) -> Image.Image:
-    """One scikit-image photo as RGB, cropped to 4:3 (the centre, or a zoomed view inside it) and resized to the
-    demo's size."""
+def photo_pixels(loader: str, index: int | None) -> np.ndarray:
+    """One scikit-image photo at its own resolution, as an RGB uint8 array (grey photos repeated on 3 channels)."""
     import skimage.data
 
     arr = getattr(skimage.data, loader)()
@@ -48,7 +47,13 @@ def photo(loader: str, index: int | None, view: tuple[str, float, float, float] 
     arr = np.asarray(arr)
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, axis=-1)
-    im = Image.fromarray(arr[..., :3].astype(np.uint8))
+    return arr[..., :3].astype(np.uint8)
+
+
+def photo(loader: str, index: int | None, view: tuple[str, float, float, float] = VIEWS[0]) -> Image.Image:
+    """One scikit-image photo as RGB, cropped to 4:3 (the centre, or a zoomed view inside it) and resized to the
+    demo's size."""
+    im = Image.fromarray(photo_pixels(loader, index))
     w, h = im.size  # centre crop to 4:3, then resize
     cw, ch = (w, round(w * 3 / 4)) if w * 3 / 4 <= h else (round(h * 4 / 3), h)
     left, top = (w - cw) // 2, (h - ch) // 2
