@@ -30,12 +30,18 @@ class PatchBatch:
 def crop(cache: ImageCache, img: np.ndarray, ys: np.ndarray, xs: np.ndarray, patch: int,
          pin: bool = False) -> torch.Tensor:
     """The crops as one uint8 (B, P, P, 3) tensor, written straight into page-locked memory when ``pin`` (the
-    host-to-device copy can then start at once, with no pinned staging copy). Row-contiguous slices only: mirroring
-    here cost half the crop's time, so flips happen after the transfer (:class:`Normalizer`)."""
+    host-to-device copy can then start at once, with no pinned staging copy).
+
+    The B x P rows of the batch are gathered by one ``index_select`` on :meth:`ImageCache.rows`: a compiled loop of
+    row copies that torch spreads over its threads, where a Python loop of numpy slice copies reached a quarter of
+    a plain memory copy. Rows stay contiguous: mirroring here cost half the crop's time, so flips happen after the
+    transfer (:class:`Normalizer`)."""
+    off, _, w = cache.index[img].T
+    stride = w * 3
+    first = off + ys * stride + xs * 3
+    rows = (first[:, None] + np.arange(patch)[None, :] * stride[:, None]).reshape(-1)
     out = torch.empty((len(img), patch, patch, 3), dtype=torch.uint8, pin_memory=pin)
-    dst = out.numpy()
-    for k in range(len(img)):
-        dst[k] = cache.image(img[k])[ys[k]:ys[k] + patch, xs[k]:xs[k] + patch]
+    torch.index_select(cache.rows(patch * 3), 0, torch.from_numpy(rows), out=out.view(-1, patch * 3))
     return out
 
 

@@ -136,6 +136,29 @@ def test_train_crops_are_cache_slices_and_mirrored_after_the_transfer(tmp_path):
     assert np.array_equal(out, expected.astype(np.float32))
 
 
+def test_the_batch_gather_cuts_the_same_crops_as_slicing_from_images_of_different_sizes(tmp_path):
+    """``crop`` gathers rows by byte offset; images of other widths and a crop ending on the cache's last byte
+    must come out exactly as numpy slices of each image."""
+    from iqa_tune.cache import ImageCache
+    from iqa_tune.patches import crop
+
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(30, 40), (50, 33), (64, 64), (31, 90)]]
+    flat = np.concatenate([im.reshape(-1) for im in images])
+    flat.tofile(tmp_path / "pixels.u8")
+    offsets = np.cumsum([0] + [im.size for im in images])[:-1]
+    index = np.array([[o, *im.shape[:2]] for o, im in zip(offsets, images)], dtype=np.int64)
+    cache = ImageCache(tmp_path, np.memmap(tmp_path / "pixels.u8", dtype=np.uint8, mode="r"), index, 0)
+    patch = 24
+    img = np.array([0, 1, 2, 3, 1, 3, 2, 0, 3])
+    ys = np.array([rng.integers(0, images[i].shape[0] - patch + 1) for i in img])
+    xs = np.array([rng.integers(0, images[i].shape[1] - patch + 1) for i in img])
+    ys[-1], xs[-1] = 31 - patch, 90 - patch  # the bottom-right corner of the last image: the cache's last byte
+    out = crop(cache, img, ys, xs, patch).numpy()
+    for k, i in enumerate(img):
+        assert np.array_equal(out[k], images[i][ys[k]:ys[k] + patch, xs[k]:xs[k] + patch])
+
+
 def _bad_run(tmp_path, root, **data):
     cfg = tmp_path / "bad.yaml"
     import yaml
