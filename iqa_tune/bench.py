@@ -690,16 +690,21 @@ def run_bench(args) -> int:
     sections = args.only or [s for s in SECTIONS if s not in ("koniq", "horizon")]
     report = {"machine": _machine(), "quick": bool(args.quick)}
     os.environ.setdefault("IQA_TUNE_CACHE", str(cache_root(DataConfig())))
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = Path(scratch)
+        if args.keep:  # a fresh folder per run: the studies' names repeat between runs
+            tmp = Path(args.keep) / time.strftime("bench-%Y%m%d-%H%M%S")
+            tmp.mkdir(parents=True)
+            console.print(f"the benchmark studies stay in {tmp}")
         for name in sections:
             console.print(f"[bold]bench {name}[/] ...")
-            fn = {"data": lambda: bench_data(args.quick), "tune": lambda: bench_tune(args.quick, Path(tmp)),
-                  "asha": lambda: bench_asha(args.quick, Path(tmp)),
-                  "horizon": lambda: bench_horizon(args.quick, Path(tmp)),
-                  "memory": lambda: bench_memory(args.quick, Path(tmp)),
-                  "search": lambda: bench_search(args.quick, Path(tmp)),
-                  "gpu": lambda: bench_gpu(args.quick, Path(tmp)),
-                  "koniq": lambda: bench_koniq(args.quick, Path(tmp), args.images)}[name]
+            fn = {"data": lambda: bench_data(args.quick), "tune": lambda: bench_tune(args.quick, tmp),
+                  "asha": lambda: bench_asha(args.quick, tmp),
+                  "horizon": lambda: bench_horizon(args.quick, tmp),
+                  "memory": lambda: bench_memory(args.quick, tmp),
+                  "search": lambda: bench_search(args.quick, tmp),
+                  "gpu": lambda: bench_gpu(args.quick, tmp),
+                  "koniq": lambda: bench_koniq(args.quick, tmp, args.images)}[name]
             report[name] = fn()
             Path(args.out).write_text(json.dumps(report, indent=1, default=str))
     table = Table(title=f"iqa-tune bench on {report['machine']}")

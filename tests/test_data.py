@@ -265,3 +265,20 @@ def test_a_spawned_bench_process_that_dies_raises_instead_of_leaving_the_bench_w
 
     with pytest.raises(RuntimeError, match="a test process exited with 3"):
         spawned(_dies, (), 2, "a test process")
+
+
+def test_the_data_bench_reports_the_crop_path_against_a_copy_and_keeps_its_folder(tmp_path):
+    """``bench --only data --quick``: the crops beat the reference's decode-per-patch by a wide margin, every
+    figure is a positive number, and ``--keep`` leaves a folder behind."""
+    import json
+
+    out = tmp_path / "bench.json"
+    run = cli("bench", "--only", "data", "--quick", "--out", out, "--keep", tmp_path / "kept")
+    assert run.returncode == 0, run.stderr[-2000:]
+    data = json.loads(out.read_text())["data"]
+    assert data["speedup_crop"] > 20  # hundreds measured on 2 cores; the decode per patch is the slow side
+    assert data["crop_threads"] >= 1
+    for key in ("crop_bandwidth_gb_s", "crop_bandwidth_1_thread_gb_s", "numpy_copy_gb_s", "fraction_of_copy"):
+        assert data[key] > 0, key
+    (kept,) = (tmp_path / "kept").iterdir()
+    assert kept.name.startswith("bench-") and str(kept) in run.stdout.replace("\n", "")
