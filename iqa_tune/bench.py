@@ -17,6 +17,7 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import tempfile
 import time
@@ -99,9 +100,14 @@ def bench_data(quick: bool) -> dict:
         train = TrainPatches(cache, idx, cat.scores, patch_size=patch, train_patches=25, patches_per_image=1,
                              batch_size=batch, flip=True)
         norm = Normalizer(torch.device("cpu"))
-        for _ in train.batches(0, 99):  # untimed: the first pass maps the cache's pages into this process, once
-            pass
         nbytes = len(idx) * 25 * patch * patch * 3  # one epoch of patches
+        # the first pass maps the cache's pages into this process (page-table faults), once per process: timed
+        # apart, the epochs below start after it
+        faults, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+        for _ in train.batches(0, 99):
+            pass
+        first_pass_bps = nbytes / (time.perf_counter() - t)
+        first_pass_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 
         def crops_per_s(epoch: int) -> float:  # streamed batch by batch, as training consumes them
             t = time.perf_counter()
@@ -122,7 +128,7 @@ def bench_data(quick: bool) -> dict:
             n = sum(len(norm(b.pixels, b.flips)) for b in train.batches(0, epoch))
             full.append(n / (time.perf_counter() - t))
         # the ceiling: a plain numpy copy of the same bytes (one epoch of patches), memory to memory
-        src = np.frombuffer(np.random.default_rng(0).bytes(nbytes), dtype=np.uint8)
+        src = np.frombuffer(bytearray(np.random.default_rng(0).bytes(nbytes)), dtype=np.uint8)
         dst = np.zeros_like(src)  # touched first, so the copy pays no page faults
         copies = []
         for _ in epochs:
@@ -130,6 +136,14 @@ def bench_data(quick: bool) -> dict:
             np.copyto(dst, src)
             copies.append(nbytes / (time.perf_counter() - t))
         copy_bps = statistics.median(copies)
+        # like for like with the crops on torch's threads: the same copy in torch, on as many threads
+        src_t, dst_t = torch.from_numpy(src), torch.from_numpy(dst)
+        copies = []
+        for _ in epochs:
+            t = time.perf_counter()
+            dst_t.copy_(src_t)
+            copies.append(nbytes / (time.perf_counter() - t))
+        copy_threads_bps = statistics.median(copies)
         ours_bps = statistics.median(crop_only) * patch * patch * 3
         one_bps = statistics.median(crop_one_thread) * patch * patch * 3
         return {"images": n_images, "patch": patch, "cache_build_s": build_s,
@@ -139,7 +153,9 @@ def bench_data(quick: bool) -> dict:
                 "speedup_crop_and_normalise": statistics.median(full) / ref,
                 "crop_bandwidth_gb_s": ours_bps / 1e9, "crop_bandwidth_1_thread_gb_s": one_bps / 1e9,
                 "numpy_copy_gb_s": copy_bps / 1e9, "fraction_of_copy": ours_bps / copy_bps,
-                "fraction_of_copy_1_thread": one_bps / copy_bps, "crop_threads": threads}
+                "fraction_of_copy_1_thread": one_bps / copy_bps, "crop_threads": threads,
+                "torch_copy_gb_s": copy_threads_bps / 1e9, "fraction_of_torch_copy": ours_bps / copy_threads_bps,
+                "first_pass_gb_s": first_pass_bps / 1e9, "first_pass_page_faults": first_pass_faults}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -691,18 +707,18 @@ def run_bench(args) -> int:
     report = {"machine": _machine(), "quick": bool(args.quick)}
     os.environ.setdefault("IQA_TUNE_CACHE", str(cache_root(DataConfig())))
     with tempfile.TemporaryDirectory() as scratch:
-        tmp = Path(scratch)
-        if args.keep:  # a fresh folder per run: the studies' names repeat between runs
-            tmp = Path(args.keep) / time.strftime("bench-%Y%m%d-%H%M%S")
-            tmp.mkdir(parents=True)
-            console.print(f"the benchmark studies stay in {tmp}")
+        tmp = studies = Path(scratch)
+        if args.keep:  # the studies only (not the koniq JPEGs and caches); a new folder each run
+            Path(args.keep).mkdir(parents=True, exist_ok=True)
+            studies = Path(tempfile.mkdtemp(prefix="bench-", dir=args.keep))
+            console.print(f"the benchmark studies stay in {studies}")
         for name in sections:
             console.print(f"[bold]bench {name}[/] ...")
-            fn = {"data": lambda: bench_data(args.quick), "tune": lambda: bench_tune(args.quick, tmp),
-                  "asha": lambda: bench_asha(args.quick, tmp),
-                  "horizon": lambda: bench_horizon(args.quick, tmp),
-                  "memory": lambda: bench_memory(args.quick, tmp),
-                  "search": lambda: bench_search(args.quick, tmp),
+            fn = {"data": lambda: bench_data(args.quick), "tune": lambda: bench_tune(args.quick, studies),
+                  "asha": lambda: bench_asha(args.quick, studies),
+                  "horizon": lambda: bench_horizon(args.quick, studies),
+                  "memory": lambda: bench_memory(args.quick, studies),
+                  "search": lambda: bench_search(args.quick, studies),
                   "gpu": lambda: bench_gpu(args.quick, tmp),
                   "koniq": lambda: bench_koniq(args.quick, tmp, args.images)}[name]
             report[name] = fn()

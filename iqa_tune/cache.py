@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import tempfile
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,19 +94,12 @@ class ImageCache:
         off, h, w = self.index[i]
         return self.pixels[off:off + h * w * 3].reshape(h, w, 3)
 
-    def rows(self, width: int):
-        """Every run of ``width`` bytes in the cache, as a zero-copy (bytes - width + 1, width) torch view with
-        strides (1, 1): row k starts at byte k. One ``index_select`` on it gathers any set of image rows, which is
+    def rows(self, width: int) -> np.ndarray:
+        """Every run of ``width`` bytes in the cache, as a zero-copy, read-only (bytes - width + 1, width) view
+        with strides (1, 1): row k starts at byte k. One fancy index on it gathers any set of image rows, which is
         how :func:`iqa_tune.patches.crop` cuts a whole batch in one call."""
-        views = self.__dict__.setdefault("_rows", {})
-        if width not in views:
-            import torch  # here, so that reading a catalog or building a cache does not load torch
-
-            with warnings.catch_warnings():  # the map is read-only and stays so: nothing writes through the view
-                warnings.filterwarnings("ignore", message=".*not writable.*")
-                flat = torch.frombuffer(self.pixels, dtype=torch.uint8)
-            views[width] = flat.unfold(0, width, 1)
-        return views[width]
+        return np.lib.stride_tricks.as_strided(self.pixels, (len(self.pixels) - width + 1, width), (1, 1),
+                                               writeable=False)
 
     def __len__(self) -> int:
         return len(self.index)

@@ -224,7 +224,8 @@ def parser() -> argparse.ArgumentParser:
                         "the pretrained demo backbone, then ASHA at factors 3 and 4)")
     s.add_argument("--images", type=int, help="koniq: how many 1024x768 JPEGs (default 10,000; --quick 1,000)")
     s.add_argument("--keep", metavar="DIR", help="keep the benchmark studies (every trial's per-epoch results) in "
-                                                "DIR instead of a temporary folder")
+                                                "a new folder under DIR instead of deleting them (sections tune, "
+                                                "asha, horizon, memory, search)")
     s.set_defaults(fn=_bench)
     return p
 

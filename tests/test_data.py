@@ -157,6 +157,10 @@ def test_the_batch_gather_cuts_the_same_crops_as_slicing_from_images_of_differen
     out = crop(cache, img, ys, xs, patch).numpy()
     for k, i in enumerate(img):
         assert np.array_equal(out[k], images[i][ys[k]:ys[k] + patch, xs[k]:xs[k] + patch])
+    small = crop(cache, img, ys + 1, xs + 2, 16).numpy()  # a second width on the same cache: its own row view
+    for k, i in enumerate(img):
+        assert np.array_equal(small[k], images[i][ys[k] + 1:ys[k] + 17, xs[k] + 2:xs[k] + 18])
+    assert not cache.rows(16).flags.writeable  # the map is read-only, and so is every view of it
 
 
 def _bad_run(tmp_path, root, **data):
@@ -278,7 +282,10 @@ def test_the_data_bench_reports_the_crop_path_against_a_copy_and_keeps_its_folde
     data = json.loads(out.read_text())["data"]
     assert data["speedup_crop"] > 20  # hundreds measured on 2 cores; the decode per patch is the slow side
     assert data["crop_threads"] >= 1
-    for key in ("crop_bandwidth_gb_s", "crop_bandwidth_1_thread_gb_s", "numpy_copy_gb_s", "fraction_of_copy"):
+    for key in ("crop_bandwidth_gb_s", "crop_bandwidth_1_thread_gb_s", "numpy_copy_gb_s", "torch_copy_gb_s",
+                "fraction_of_copy", "fraction_of_copy_1_thread", "fraction_of_torch_copy", "first_pass_gb_s",
+                "first_pass_page_faults"):  # the first pass maps the freshly built cache: it cannot fault 0 pages
         assert data[key] > 0, key
+    assert data["fraction_of_copy"] == pytest.approx(data["crop_bandwidth_gb_s"] / data["numpy_copy_gb_s"])
     (kept,) = (tmp_path / "kept").iterdir()
     assert kept.name.startswith("bench-") and str(kept) in run.stdout.replace("\n", "")
