@@ -29,20 +29,26 @@ class PatchBatch:
 
 def crop(cache: ImageCache, img: np.ndarray, ys: np.ndarray, xs: np.ndarray, patch: int,
          pin: bool = False) -> torch.Tensor:
-    """The crops as one uint8 (B, P, P, 3) tensor, in page-locked memory when ``pin`` (the host-to-device copy
-    can then start at once).
+    """The crops as one uint8 (B, P, P, 3) tensor.
 
-    The B x P rows of the batch are gathered by one numpy fancy index on :meth:`ImageCache.rows`, a loop in C on
-    the calling thread: 1.3x a Python loop of slice copies at 224 px, 2.3x at 32 px. ``torch.index_select`` on the
-    same view gathers faster on its threads, but from the prefetch thread those threads fight the model's for the
-    cores (a 2-thread CPU epoch took 72 s against 52). Rows stay contiguous: mirroring here cost half the crop's
-    time, so flips happen after the transfer (:class:`Normalizer`)."""
+    On the CPU path the B x P rows of the batch are gathered by one numpy fancy index on :meth:`ImageCache.rows`,
+    a loop in C on the calling thread: 1.3x a Python loop of slice copies at 224 px, 2.3x at 32 px.
+    ``torch.index_select`` on the same view gathers faster on its threads, but from the prefetch thread those
+    threads fight the model's for the cores (a 2-thread CPU epoch took 72 s against 52). With ``pin`` (training on
+    a GPU) each crop is written straight into page-locked memory, so the host-to-device copy can start at once with
+    no staging copy; a fancy index would need one. Rows stay contiguous: mirroring here cost half the crop's time,
+    so flips happen after the transfer (:class:`Normalizer`)."""
+    if pin:
+        out = torch.empty((len(img), patch, patch, 3), dtype=torch.uint8, pin_memory=True)
+        dst = out.numpy()
+        for k in range(len(img)):
+            dst[k] = cache.image(img[k])[ys[k]:ys[k] + patch, xs[k]:xs[k] + patch]
+        return out
     off, _, w = cache.index[img].T
     stride = w * 3
     first = off + ys * stride + xs * 3
     rows = (first[:, None] + np.arange(patch)[None, :] * stride[:, None]).reshape(-1)
-    out = torch.from_numpy(cache.rows(patch * 3)[rows]).view(len(img), patch, patch, 3)
-    return out.pin_memory() if pin else out
+    return torch.from_numpy(cache.rows(patch * 3)[rows]).view(len(img), patch, patch, 3)
 
 
 def random_offsets(cache: ImageCache, img: np.ndarray, patch: int, rng: np.random.Generator):
