@@ -221,7 +221,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--only", nargs="*", choices=BENCH_SECTIONS, metavar="SECTION",
                    help=f"sections: {' '.join(BENCH_SECTIONS)} (gpu needs CUDA; koniq and horizon run "
                         "only when named: 10,000 JPEGs and a 5.6 GB cache in a temp folder; 12 x 8 trial-epochs of "
-                        "the pretrained demo backbone, then ASHA at factors 3 and 4)")
+                        "the pretrained demo backbone, then ASHA and synchronous halving)")
     s.add_argument("--images", type=int, help="koniq: how many 1024x768 JPEGs (default 10,000; --quick 1,000)")
     s.add_argument("--keep", metavar="DIR", help="keep the benchmark studies (every trial's per-epoch results) in "
                                                 "a new folder under DIR instead of deleting them (sections tune, "

@@ -19,7 +19,7 @@ from rich.text import Text
 from .records import at_best_key, best_key
 
 # the endings of records.how_it_ended, short for narrow tables (the live table and the report's terminal view)
-SHORT_ENDING = {"stopped by ASHA": "ASHA cut", "completed": "done", "early stop (patience)": "patience"}
+SHORT_ENDING = {"cut at a rung": "cut", "completed": "done", "early stop (patience)": "patience"}
 
 
 @dataclass

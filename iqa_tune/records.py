@@ -197,7 +197,7 @@ def how_it_ended(status: str, last: dict | None, errored: bool = False) -> str:
     if last.get("patience_stop"):
         return "early stop (patience)"
     if last.get("max_epochs") and last["epoch"] < last["max_epochs"]:
-        return "stopped by ASHA"  # a trial that returns on its own reaches max_epochs or sets patience_stop
+        return "cut at a rung"  # a trial that returns on its own reaches max_epochs or sets patience_stop
     return "completed"
 
 

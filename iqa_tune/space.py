@@ -66,10 +66,21 @@ SPLIT_SEED = "data.split.seed"
 
 @dataclass
 class SchedulerConfig:
-    type: Literal["asha", "none"] = "asha"
+    type: Literal["asha", "halving", "none"] = "asha"
     max_t: int | None = field(default=None, metadata=_check(_positive))  # epochs; None = train.epochs
     grace_period: int = field(default=1, metadata=_check(_positive))  # epochs before the first cut
     reduction_factor: float = field(default=3.0, metadata=_check(lambda v: None if v > 1 else "must be > 1"))
+
+
+def halving_rungs(max_t: int, grace_period: int, reduction_factor: float) -> list[int]:
+    """The epochs where a cut can happen: grace_period x reduction_factor^k, below max_t (a trial ends there
+    anyway). 8 epochs, grace 1, factor 3: epochs 1 and 3."""
+    rungs, t = [], float(grace_period)
+    while round(t) < max_t:
+        if not rungs or round(t) > rungs[-1]:
+            rungs.append(round(t))
+        t *= reduction_factor
+    return rungs
 
 
 def check_asha(max_t: int, grace_period: int, reduction_factor: float) -> None:
@@ -291,10 +302,12 @@ def load_space(path: str) -> Space:
         _check_split_seeds(space)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
-    if study.scheduler.type == "asha":
+    if study.scheduler.type in ("asha", "halving"):
         s = study.scheduler
         try:
             check_asha(space.max_epochs, s.grace_period, s.reduction_factor)
+            if s.type == "halving":
+                _check_halving(space)
         except UserError as e:
             raise UserError(f"{path}: {e}") from None
     if study.confirm is not None:
@@ -404,10 +417,25 @@ def _check_split_seeds(space: Space) -> None:
     if space.base.data.split.official and space.base.data.dataset in SHIPS_OFFICIAL_SPLIT:
         raise UserError(f"search.{SPLIT_SEED}: {space.base.data.dataset} uses its official split, which ignores the "
                         "seed; set data.split.official: false to search split seeds")
-    if space.study.scheduler.type == "asha":
-        raise UserError(f"search.{SPLIT_SEED}: ASHA would compare val SRCC measured on different val sets; use "
+    if space.study.scheduler.type in ("asha", "halving"):
+        raise UserError(f"search.{SPLIT_SEED}: the scheduler would compare val SRCC measured on different val sets; use "
                         "study.scheduler: {type: none}, or search without split seeds and confirm the winners "
                         "over seeds afterwards")
+
+
+def _check_halving(space: Space) -> None:
+    """Synchronous halving waits at each rung for every trial of the study: they must all be known up front and
+    all be let in."""
+    s = space.study
+    if space.proposed:
+        raise UserError("study.scheduler.type: halving waits at each rung for every trial, but optuna proposes "
+                        "each trial from the results of earlier ones; use {type: asha} with optuna, or "
+                        "study.search: {type: random} or {type: grid} with halving")
+    if s.max_concurrent and s.max_concurrent < space.num_trials:
+        raise UserError(f"study.max_concurrent ({s.max_concurrent}) is below the study's {space.num_trials} "
+                        "trials: halving pauses each trial at a rung until all have reached it, and a paused "
+                        "trial holds its place, so the study would wait forever; remove max_concurrent "
+                        "(study.resources still limit how many trials train at once)")
 
 
 def _suggest(d: Dimension, trial) -> Any:

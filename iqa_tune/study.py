@@ -1,7 +1,7 @@
 """``iqa-tune run space.yaml``: the study on Ray Tune, driver side.
 
-With ``iqa_tune.scheduler`` (ASHA), the one module of ``iqa_tune`` that imports Ray; the trial side is
-``iqa_tune.trainables.hyperiqa`` (trainables/hyperiqa.py). Ray's API has moved several times (``_train``, ``session.report``, now
+With ``iqa_tune.scheduler`` (ASHA, synchronous halving), the one module of ``iqa_tune`` that imports Ray; the
+trial side is ``iqa_tune.trainables.hyperiqa`` (trainables/hyperiqa.py). Ray's API has moved several times (``_train``, ``session.report``, now
 ``tune.report``); keeping every driver-side Ray call here makes the next move one file. Uses Ray Tune's current
 API (``ray.tune.Tuner``, ``tune.RunConfig``): ``ray.train.RunConfig`` crashes a Tuner in current Ray.
 
@@ -50,12 +50,13 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.search.basic_variant import BasicVariantGenerator  # noqa: E402
 
+from .scheduler import HALVING_STATE_FILE, make_scheduler  # noqa: E402
 from .scheduler import STATE_FILE as ASHA_STATE_FILE  # noqa: E402
-from .scheduler import make_scheduler  # noqa: E402
 
 LOG_FILE = "tune.log"
 # the files of a study folder that its driver writes: for a URI, pushed from the mirror (the rest is pulled)
-DRIVER_FILES = (records.STUDY_FILE, records.TRIAL_STATUS_FILE, LOG_FILE, ASHA_STATE_FILE, records.REPORT_DIR)
+DRIVER_FILES = (records.STUDY_FILE, records.TRIAL_STATUS_FILE, LOG_FILE, ASHA_STATE_FILE, HALVING_STATE_FILE,
+                records.REPORT_DIR)
 # what to call when a trial of a study ends (the CLI's live report), by experiment folder: the callback Tune
 # restores from tuner.pkl on --resume finds it here too, where a pickled attribute would have been lost
 TRIAL_END_HOOKS: dict[Path, Callable[[Path], None]] = {}
@@ -292,7 +293,7 @@ def build_tuner(space: Space, loc: Location, resume: bool, callbacks: list):
 
     s = space.study
     scheduler = make_scheduler(s.scheduler.type, str(loc), space.max_epochs, s.scheduler.grace_period,
-                               s.scheduler.reduction_factor)
+                               s.scheduler.reduction_factor, trials=space.num_trials)
     trainable = tune.with_resources(tune.with_parameters(hyperiqa_trainable, space=space, results=loc.store),
                                     {"cpu": s.resources.cpu, "gpu": s.resources.gpu})
     path, fs = _for_tune(loc)

@@ -110,7 +110,7 @@ def plots(epochs: pd.DataFrame, ranking: pd.DataFrame, metric: str, out: Path) -
             g = g.sort_values("epoch")
             line, = ax.plot(g["epoch"], g[col], marker=".", lw=1)
             ended = g["ended"].iloc[-1]
-            if ended == "stopped by ASHA":  # the cut is visible: an x where the trial stopped
+            if ended == "cut at a rung":  # the cut is visible: an x where the trial stopped
                 ax.plot(g["epoch"].iloc[-1], g[col].iloc[-1], "x", color=line.get_color(), ms=9, mew=2)
             elif ended == "errored":
                 ax.plot(g["epoch"].iloc[-1], g[col].iloc[-1], "s", color="red", ms=7)
@@ -119,7 +119,7 @@ def plots(epochs: pd.DataFrame, ranking: pd.DataFrame, metric: str, out: Path) -
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("image-level SRCC")
-    fig.suptitle("per trial over epochs; x = stopped by ASHA, red square = errored")
+    fig.suptitle("per trial over epochs; x = cut at a rung, red square = errored")
     fig.tight_layout()
     files.append(out / "curves.png")
     fig.savefig(files[-1], dpi=110)
@@ -209,7 +209,7 @@ def page_sections(exp_dir: Path, r: dict) -> list[Section]:
     if (fig := learning_curves(epochs, ranking, metric)) is not None:
         sections.append(Section("curves", "Learning curves", figure=fig,
                                 note="Per trial and epoch; hover for the configuration, click a legend entry to "
-                                     "hide a trial. Large ring: the best val epoch; x: stopped by ASHA; square: "
+                                     "hide a trial. Large ring: the best val epoch; x: cut at a rung; square: "
                                      "errored."))
     if (fig := divergence(epochs, ranking, metric)) is not None:
         sections.append(Section("divergence", "Train (patch) against test (image) SRCC, top trials", figure=fig,

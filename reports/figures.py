@@ -122,7 +122,7 @@ def importance_figure(imp: pd.DataFrame, metric: str) -> go.Figure:
 
 def learning_curves(epochs: pd.DataFrame, ranking: pd.DataFrame, metric: str) -> go.Figure | None:
     """Val (selects) and test (reported) per epoch, one colour and legend entry per trial; a click on the legend
-    hides a trial in both panels. x: cut by ASHA; red square: errored; ring: the best val epoch."""
+    hides a trial in both panels. x: cut at a rung (ASHA or halving); red square: errored; ring: the best val epoch."""
     if epochs.empty or metric not in epochs:
         return None
     colours, names = trial_colours(ranking), trial_names(ranking)
@@ -136,7 +136,7 @@ def learning_curves(epochs: pd.DataFrame, ranking: pd.DataFrame, metric: str) ->
             continue
         ended = g["ended"].iloc[-1]
         symbols = ["circle"] * len(g)
-        if ended == "stopped by ASHA":
+        if ended == "cut at a rung":
             symbols[-1] = "x"
         elif ended == "errored":
             symbols[-1] = "square"

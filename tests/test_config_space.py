@@ -6,7 +6,7 @@ import yaml
 from iqa_tune import __version__
 from iqa_tune.config import build_run_config
 from iqa_tune.errors import UserError
-from iqa_tune.space import load_space
+from iqa_tune.space import halving_rungs, load_space
 
 from .conftest import ROOT, cli
 
@@ -61,12 +61,28 @@ def _space(tmp_path, search=None, study=None, **fixed):
      {"search": {"type": "optuna"}, "scheduler": {"type": "none"}},
      "search.data.split.seed: optuna proposes one configuration per trial"),
     (None, {"search": {"type": "optuna"}}, "study.search.type optuna: nothing to search"),
+    ({"loss.alpha": {"uniform": [0.0, 1.0]}}, {"search": {"type": "optuna"}, "num_samples": 4,
+                                               "scheduler": {"type": "halving"}},
+     "study.scheduler.type: halving waits at each rung for every trial, but optuna proposes"),
+    ({"loss.alpha": {"grid": [0.0, 0.5, 1.0]}}, {"scheduler": {"type": "halving"}, "max_concurrent": 2},
+     "study.max_concurrent (2) is below the study's 3 trials"),
+    ({"loss.alpha": {"grid": [0.0, 1.0]}, "data.split.seed": {"grid": [0, 1]}}, {"scheduler": {"type": "halving"}},
+     "search.data.split.seed: the scheduler would compare val SRCC measured on different val sets"),
+    (None, {"scheduler": {"type": "halving", "grace_period": 20}}, "study.scheduler.grace_period (20) exceeds max_t"),
 ])
 def test_space_errors(tmp_path, search, study, message):
     path = _space(tmp_path, search, study)
     with pytest.raises(UserError) as e:
         load_space(str(path))
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize("max_t, grace, factor, rungs", [
+    (8, 1, 3, [1, 3]), (9, 1, 3, [1, 3]), (10, 1, 3, [1, 3, 9]), (81, 1, 3, [1, 3, 9, 27]), (4, 1, 2, [1, 2]),
+    (16, 2, 2, [2, 4, 8]), (8, 1, 1.5, [1, 2, 3, 5]), (1, 1, 3, []),
+])
+def test_halving_rungs_lie_below_max_t_and_grow_by_the_factor(max_t, grace, factor, rungs):
+    assert halving_rungs(max_t, grace, factor) == rungs
 
 
 def test_validate_cli_counts_trials_and_rejects_bad_files(tmp_path):

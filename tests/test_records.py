@@ -67,7 +67,7 @@ def test_metric_names_follow_the_study_metric():
 
 def _rows(n_dims: int) -> tuple[list[TrialRow], list[str]]:
     dims = [f"section.long_hyperparameter_name_{i}" for i in range(n_dims)]
-    rows = [TrialRow(f"abc_{i:05d}", "stopped by ASHA" if i % 2 else "running",
+    rows = [TrialRow(f"abc_{i:05d}", "cut at a rung" if i % 2 else "running",
                      {"epoch": 3, "val_krcc": 0.4123, "best_val_krcc": 0.5234, "test_srcc_at_best": math.nan},
                      {d: 1.25e-4 * (i + 1) for d in dims}) for i in range(6)]
     return rows, dims
@@ -81,7 +81,7 @@ def test_live_table_fits_the_terminal_and_shows_the_study_metric(width):
     lines = console.export_text().splitlines()
     assert max(len(line) for line in lines) <= width
     text = "\n".join(lines)
-    assert "best val_krcc" in text and "0.5234" in text and "n/a" in text and "ASHA cut" in text
+    assert "best val_krcc" in text and "0.5234" in text and "n/a" in text and "│ cut " in text
     assert "…" not in text  # no column squeezed into an ellipsis
 
 
@@ -137,7 +137,7 @@ def test_recorded_status_decides_how_a_trial_ended(tmp_path):
     records.write_trial_status(exp, {"retried": "TERMINATED", "cut": "TERMINATED", "stopped": "INTERRUPTED"})
     _, trials = records.load_experiment(exp)
     ended = dict(zip(trials["trial"], trials["ended"]))
-    assert ended == {"retried": "stopped by ASHA", "cut": "stopped by ASHA", "stopped": "interrupted"}
+    assert ended == {"retried": "cut at a rung", "cut": "cut at a rung", "stopped": "interrupted"}
 
 
 def test_asha_horizon_covers_a_searched_epoch_count(tmp_path):

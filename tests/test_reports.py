@@ -81,7 +81,7 @@ def test_partial_experiment_reports_without_crashing(tmp_path):
             (exp / name / "error.txt").write_text(error)
     out = build_report(exp)
     ranking = pd.read_csv(out / "ranking.csv").set_index("trial")
-    assert ranking.loc["t0", "ended"] == "stopped by ASHA" and ranking.loc["t0", "rank"] == 1
+    assert ranking.loc["t0", "ended"] == "cut at a rung" and ranking.loc["t0", "rank"] == 1
     assert ranking.loc["t1", "ended"] == "errored" and "RuntimeError: boom" in ranking.loc["t1", "reason"]
     assert ranking.loc["t2", "ended"] == "no results"
     html = (out / "index.html").read_text()

@@ -245,7 +245,7 @@ def test_a_study_on_s3_is_interrupted_resumed_from_another_mirror_and_reported_f
     assert proc.returncode == 130, out[-3000:] + err[-3000:]
     assert f"results in {uri}" in " ".join(out.split()) and f"--storage s3://{BUCKET}/studies --resume" in out
     stored = keys(s3, prefix)
-    assert {"study.yaml", "trial_status.json", "tune.log", "asha_state.pkl", "tuner.pkl"} <= stored
+    assert {"study.yaml", "trial_status.json", "tune.log", "asha_state.pickle", "tuner.pkl"} <= stored
     assert set(json.loads(s3.open_input_stream(f"{prefix}/trial_status.json").readall()).values()) - {"TERMINATED"}
 
     shutil.rmtree(tmp_path / "mirror-a")  # resumed elsewhere: what Tune pickled must not lead back here

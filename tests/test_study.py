@@ -1,18 +1,21 @@
-"""Real studies on a local Ray instance (no mocks): ASHA, per-epoch results, errors, pre-flight, two nodes,
-Ctrl-C and --resume."""
+"""Real studies on a local Ray instance (no mocks): ASHA, synchronous halving, per-epoch results, errors,
+pre-flight, two nodes, Ctrl-C and --resume."""
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
+from iqa_tune import records
 from iqa_tune.reports.browser import check_page, find_chromium
 
 from .conftest import ROOT, cli
@@ -65,7 +68,7 @@ def test_study_with_asha_errors_and_report(tmp_path):
     assert (errored["ended"] == "errored").all()
     assert errored["reason"].str.contains("non-finite training loss").all()
     assert (ranking[ranking["hp.train.lr"] != 1e9]["ended"] != "errored").all()
-    assert (ended == "stopped by ASHA").any()
+    assert (ended == "cut at a rung").any()
     assert (ended == "completed").any()
     for t in trials:
         rows = results(t)
@@ -154,7 +157,7 @@ def test_interrupt_then_resume_loses_nothing_and_keeps_asha_decisions(tmp_path):
     straight = cli("run", _asha_space(tmp_path, "straight"), "--no-dashboard")
     assert straight.returncode == 0, straight.stderr[-2000:]
     reference = _outcome(tmp_path / "results/straight")
-    assert any(e == "stopped by ASHA" for e, _ in reference.values())
+    assert any(e == "cut at a rung" for e, _ in reference.values())
 
     space = _asha_space(tmp_path, "cut")
     exp = tmp_path / "results/cut"
@@ -267,3 +270,47 @@ def test_a_ctrl_c_between_two_trials_counts_the_trials_never_started(tmp_path):
     assert "1 trials unfinished" in said and "--resume" in said
     records.write_trial_status(exp, {"cut_00000": "TERMINATED", "cut_00001": "TERMINATED"})
     assert _outcome(space, str(path), exp, console) == 0
+
+
+def test_synchronous_halving_waits_at_each_rung_keeps_the_best_and_resumes_after_ctrl_c(tmp_path):
+    """4 trials, 3 epochs, factor 2: rungs at epochs 1 and 2, so 4 + 2 + 1 = 7 trial-epochs exactly, each
+    decided on every trial's val SRCC at the rung. Interrupted while the first trials wait at rung 1: the resumed
+    driver waits on the same rung and no epoch is trained twice."""
+    space = write_space(tmp_path, {"loss.alpha": {"grid": [0.0, 1.0]}, "train.lr": {"grid": [1.0e-3, 3.0e-4]}},
+                        {"name": "h", "scheduler": {"type": "halving", "grace_period": 1, "reduction_factor": 2}})
+    exp = tmp_path / "results/h"
+    proc = subprocess.Popen([sys.executable, "-m", "iqa_tune.cli", "run", str(space), "--no-dashboard"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # two trials have reported epoch 1: they wait for the other two
+        if len([p for p in exp.glob("*/result.json") if p.read_text().count("\n") >= 1]) >= 2:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    resumed = cli("run", space, "--no-dashboard", "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+
+    runs = {t.name: results(t) for t in exp.iterdir() if (t / "params.json").exists()}
+    assert len(runs) == 4
+    for rows in runs.values():
+        assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))  # none repeated, none skipped
+    assert sorted(len(rows) for rows in runs.values()) == [1, 1, 2, 3]
+    # the two best at epoch 1 went on, the best of those at epoch 2 ran to the end
+    at_1 = sorted(runs, key=lambda t: runs[t][0]["val_srcc"], reverse=True)
+    assert {t for t in runs if len(runs[t]) >= 2} == set(at_1[:2])
+    at_2 = max(at_1[:2], key=lambda t: runs[t][1]["val_srcc"])
+    assert len(runs[at_2]) == 3
+    # the decisions stay on disk for a later --resume (Tune's own restore must not put back the first run's)
+    with open(exp / "halving_state.pickle", "rb") as f:
+        kept = pickle.load(f)["kept"]
+    assert set(kept[0]) == set(at_1[:2]) and kept[1] == [at_2]
+    ranking = pd.read_csv(exp / "report/ranking.csv").set_index("trial")
+    assert ranking.loc[at_2, "ended"] == "completed"
+    assert (ranking.drop(index=at_2)["ended"] == "cut at a rung").all()
+    # a trial paused at a rung kept its best epoch's predictions in the checkpoint it resumed from
+    for t, rows in runs.items():
+        best = max(rows, key=lambda r: r["val_srcc"])["epoch"]
+        with np.load(records.latest_predictions(exp / t)) as z:
+            assert int(z["epoch"]) == best

@@ -1,8 +1,9 @@
 """The Tune function trainable: one trial = one ``iqa-tune train`` configuration, one ``tune.report`` per epoch.
 
-The trial side of the Ray edge (the driver side is ``iqa_tune.study``). A checkpoint is reported only when the
-study metric improves (one kept per trial), holding the solver state and the per-image test predictions of that
-epoch. A resumed trial restarts from it; batches depend only on (seed, epoch), so the epochs it repeats see the
+The trial side of the Ray edge (the driver side is ``iqa_tune.study``). A checkpoint is reported when the study
+metric improves (one kept per trial), holding the solver state and the per-image test predictions of that epoch,
+and, under synchronous halving, at every rung, where the trial may be paused: that one holds the state at the
+rung and the predictions of the best epoch so far. A resumed trial restarts from the newest; batches depend only on (seed, epoch), so the epochs it repeats see the
 same data as the first time. The trial's resolved config and split go into its folder of the experiment through
 the study's storage (:class:`iqa_tune.storage.Store`: a folder or a URI), so they arrive from any node.
 """
@@ -21,16 +22,25 @@ import iqa_tune
 from iqa_tune import records, storage
 from iqa_tune.prepare import prepare_data
 from iqa_tune.solver import Solver
-from iqa_tune.space import Space, trial_config
+from iqa_tune.space import Space, halving_rungs, trial_config
 
 
-def _restore(solver: Solver) -> None:
+def _restore(solver: Solver) -> bytes | None:
+    """Load the trial's newest checkpoint, if any; returns the test predictions file it holds (best epoch)."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        return
+        return None
     with checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / records.STATE_FILE, map_location=solver.device, weights_only=False)
         solver.load_state_dict(state)
+        predictions = Path(folder) / records.PREDICTIONS_FILE
+        return predictions.read_bytes() if predictions.is_file() else None
+
+
+def _pause_points(space: Space) -> set[int]:
+    """The epochs where the study's scheduler may pause a trial (synchronous halving's rungs)."""
+    s = space.study.scheduler
+    return set(halving_rungs(space.max_epochs, s.grace_period, s.reduction_factor)) if s.type == "halving" else set()
 
 
 def as_tune_metrics(metrics: dict) -> dict:
@@ -54,16 +64,21 @@ def hyperiqa_trainable(config: dict, space: Space, results: storage.Store) -> No
     data = prepare_data(cfg, progress=False)  # opens the cache the driver built (or builds it on a new node)
     _write_run_files(results, data, cfg)
     solver = Solver(cfg, data, select=space.study.metric, mode=space.study.mode)
-    _restore(solver)
+    best_predictions = _restore(solver)
+    pauses = _pause_points(space)
     # where the trial ran and which copy of iqa_tune it imported (the one the driver shipped, see study.connect)
     where = {"node_id": ray.get_runtime_context().get_node_id(), "code": str(Path(iqa_tune.__file__).parent)}
     for metrics, test_pred in solver.fit():
         metrics = as_tune_metrics({**metrics, **where})
-        if not metrics["improved"]:
+        if not metrics["improved"] and metrics["epoch"] not in pauses:
             tune.report(metrics)
             continue
         with tempfile.TemporaryDirectory() as folder:
             torch.save(solver.state_dict(), Path(folder) / records.STATE_FILE)
-            if test_pred is not None:
-                data.save_test_predictions(Path(folder) / records.PREDICTIONS_FILE, test_pred, metrics["epoch"])
+            predictions = Path(folder) / records.PREDICTIONS_FILE
+            if metrics["improved"] and test_pred is not None:
+                data.save_test_predictions(predictions, test_pred, metrics["epoch"])
+                best_predictions = predictions.read_bytes()
+            elif best_predictions is not None:  # a rung's checkpoint carries the best epoch's predictions along
+                predictions.write_bytes(best_predictions)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
