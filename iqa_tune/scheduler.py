@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+from pathlib import Path
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
@@ -30,6 +31,7 @@ from .storage import local_folder
 # them back when the run ends, which would put the state of the run's start back over every decision since
 STATE_FILE = "asha_state.pickle"
 HALVING_STATE_FILE = "halving_state.pickle"
+LEGACY_STATE_FILE = "asha_state.pkl"  # read once by a study begun before the rename, then written anew
 WORST = 1e30  # stands in for an undefined (NaN) metric: ranked below every real value, whatever the mode
 
 
@@ -46,16 +48,22 @@ class PersistentASHA(AsyncHyperBandScheduler):
         self._experiment = experiment
         self._loaded = False
 
+    file_name = STATE_FILE
+
     @property
     def state_file(self) -> str:
+        """Under the current name in the experiment's folder here, also for a study begun under the old name."""
         where = getattr(self, "_experiment", None)  # None also in a tuner.pkl of an older iqa-tune
-        return str(local_folder(where) / os.path.basename(self._state_file)) if where else self._state_file
+        return str(local_folder(where) / self.file_name) if where else self._state_file
 
     def _load_once(self) -> None:
         if not self._loaded:
             self._loaded = True
-            if os.path.exists(self.state_file):
-                self.restore(self.state_file)
+            legacy = str(Path(self.state_file).with_name(LEGACY_STATE_FILE))
+            for path in (self.state_file, legacy):
+                if os.path.exists(path):
+                    self.restore(path)
+                    break
 
     def _persist(self) -> None:
         tmp = self.state_file + ".tmp"
@@ -115,7 +123,9 @@ class SyncHalving(FIFOScheduler):
         check_asha(max_t, grace_period, reduction_factor)
         super().__init__()
         self._state_file, self._experiment = str(state_file), experiment
-        self._trials_expected = trials
+        if trials < 1:
+            raise ValueError("synchronous halving needs the study's trial count")
+        self._trials_expected, self._max_t = trials, max_t
         self._rungs = halving_rungs(max_t, grace_period, reduction_factor)
         self._factor = reduction_factor
         self._metric = self._mode = None
@@ -123,13 +133,15 @@ class SyncHalving(FIFOScheduler):
         self._live: dict[str, Trial] = {}  # trial id -> Trial, this driver's objects (not saved)
         self._loaded = False
         self._deciding = False
+        self._restored = False
 
     _supports_buffered_results = False  # every epoch's result must arrive alone: a rung is a place to stop
 
+    file_name = HALVING_STATE_FILE
     state_file = PersistentASHA.state_file
 
     def __getstate__(self) -> dict:  # as PersistentASHA's, and without this driver's Trial objects
-        return {**self.__dict__, "_metric": None, "_mode": None, "_live": {}, "_loaded": False}
+        return {**self.__dict__, "_metric": None, "_mode": None, "_live": {}, "_loaded": False, "_restored": False}
 
     @property
     def rungs(self) -> list[int]:
@@ -186,22 +198,24 @@ class SyncHalving(FIFOScheduler):
         return any(kept is not None and trial_id in rec and trial_id not in kept
                    for rec, kept in zip(self._state["records"], self._state["kept"]))
 
-    def _decide(self, tune_controller) -> None:
-        """Decide every rung that is complete, in order; stop the paused trials that are cut."""
-        ended = set(self._state["ended"])
+    def _decide(self, tune_controller) -> bool:
+        """Decide every rung that is complete, in order; stop the paused trials that are cut. Whether any was."""
+        ended, decided = set(self._state["ended"]), False
         for k, recorded in enumerate(self._state["records"]):
             if self._state["kept"][k] is not None:
                 continue
             entrants = self._entrants(k)
             if entrants is None or not all(t in recorded or t in ended for t in entrants):
-                return
+                return decided
+            decided = True
             # sized by every trial the rung recorded, filled with those that can still train (a trial that
-            # stopped itself at the rung, by patience, counts but cannot go on)
+            # ended at the rung, by patience or its own train.epochs, counts but cannot go on)
             alive = sorted((t for t in recorded if t not in ended), key=lambda t: recorded[t], reverse=True)
             keep = max(1, int(len(recorded) // self._factor)) if recorded else 0
             self._state["kept"][k] = alive[:keep]
             for t in alive[keep:]:
                 self._stop_waiting(tune_controller, self._live.get(t))
+        return decided
 
     def _stop_waiting(self, tune_controller, trial) -> None:
         """Stop a cut trial that is not the one reporting: paused, pausing, or restored and pending."""
@@ -217,15 +231,22 @@ class SyncHalving(FIFOScheduler):
 
     def on_trial_add(self, tune_controller, trial) -> None:
         self._load_once()
-        self._live[trial.trial_id] = trial
-        if trial.trial_id not in self._state["seen"]:
-            self._state["seen"].append(trial.trial_id)
-            self._persist()
-        elif trial.status == Trial.PENDING and (self._waiting_at(trial.trial_id) is not None
-                                                or self._cut(trial.trial_id)):
+        t, retried = trial.trial_id, trial.trial_id in self._live  # added again by this driver: a retry
+        self._live[t] = trial
+        if t not in self._state["seen"]:
+            self._state["seen"].append(t)
+        elif retried:
+            if t in self._state["ended"]:  # its error was not its end: it may reach the next rung after all
+                self._state["ended"].remove(t)
+        elif trial.status in (Trial.TERMINATED, Trial.ERROR):  # restored as ended, though the file may be older
+            if t not in self._state["ended"]:
+                self._state["ended"].append(t)
+            self._restored = True
+        elif trial.status == Trial.PENDING and (self._waiting_at(t) is not None or self._cut(t)):
             # restored while it waits at a rung: Tune starts every pending trial, so it goes back to paused, to
-            # be picked when its rung is decided (or stopped, if cut); Tune files it by the status set here
+            # be picked when its rung is decided (or stopped, if cut); add_trial files it by the status set here
             trial.set_status(Trial.PAUSED)
+        self._persist()
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         self._load_once()
@@ -236,10 +257,16 @@ class SyncHalving(FIFOScheduler):
                 if k == 0 or (entrants is not None and t in entrants):
                     self._state["records"][k][t] = self._score(result)
                 break
+        # a trial that ends with this epoch (patience, or its own train.epochs) is done before Tune says so
+        last = bool(result.get("patience_stop")) or epoch >= result.get("max_epochs", math.inf)
+        if last and t not in self._state["ended"]:
+            self._state["ended"].append(t)
         self._decide(tune_controller)
         self._persist()
-        if self._cut(t):
+        if self._cut(t) or epoch >= self._max_t:
             return TrialScheduler.STOP
+        if last:
+            return TrialScheduler.CONTINUE
         return TrialScheduler.PAUSE if self._waiting_at(t) is not None else TrialScheduler.CONTINUE
 
     def _ended(self, tune_controller, trial) -> None:
@@ -261,6 +288,10 @@ class SyncHalving(FIFOScheduler):
     def choose_trial_to_run(self, tune_controller):
         """A trial that is not waiting at an undecided rung: new ones first, then those a decision let go on."""
         self._load_once()
+        if self._restored:  # trials restored as ended may complete a rung the saved records left open
+            self._restored = False
+            if self._decide(tune_controller):
+                self._persist()
         for t in tune_controller.get_trials():  # cut while the driver was away: restored as pending
             if t.status in (Trial.PENDING, Trial.PAUSED) and self._cut(t.trial_id):
                 self._stop_waiting(tune_controller, t)

@@ -418,7 +418,8 @@ def _check_split_seeds(space: Space) -> None:
         raise UserError(f"search.{SPLIT_SEED}: {space.base.data.dataset} uses its official split, which ignores the "
                         "seed; set data.split.official: false to search split seeds")
     if space.study.scheduler.type in ("asha", "halving"):
-        raise UserError(f"search.{SPLIT_SEED}: the scheduler would compare val SRCC measured on different val sets; use "
+        name = "ASHA" if space.study.scheduler.type == "asha" else "synchronous halving"
+        raise UserError(f"search.{SPLIT_SEED}: {name} would compare val SRCC measured on different val sets; use "
                         "study.scheduler: {type: none}, or search without split seeds and confirm the winners "
                         "over seeds afterwards")
 

@@ -42,7 +42,7 @@ def progress(ranking: pd.DataFrame, resume: str = "iqa-tune run SPACE --resume",
     if running or pending:
         total = max(len(ranking), planned or 0)
         pending += total - len(ranking)
-        waiting = f" and {pending} waiting to start" if pending else ""
+        waiting = f" and {pending} waiting (to start, or paused at a rung)" if pending else ""
         return Finding("progress", f"Study in progress: {running} of {total} trials still running{waiting}. "
                                    "The figures below will change; the report is rewritten whenever a trial ends.")
     if interrupted:

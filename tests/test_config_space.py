@@ -67,7 +67,7 @@ def _space(tmp_path, search=None, study=None, **fixed):
     ({"loss.alpha": {"grid": [0.0, 0.5, 1.0]}}, {"scheduler": {"type": "halving"}, "max_concurrent": 2},
      "study.max_concurrent (2) is below the study's 3 trials"),
     ({"loss.alpha": {"grid": [0.0, 1.0]}, "data.split.seed": {"grid": [0, 1]}}, {"scheduler": {"type": "halving"}},
-     "search.data.split.seed: the scheduler would compare val SRCC measured on different val sets"),
+     "search.data.split.seed: synchronous halving would compare val SRCC measured on different val sets"),
     (None, {"scheduler": {"type": "halving", "grace_period": 20}}, "study.scheduler.grace_period (20) exceeds max_t"),
 ])
 def test_space_errors(tmp_path, search, study, message):

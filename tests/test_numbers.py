@@ -138,3 +138,51 @@ def test_a_swin_at_another_patch_size_is_refused_by_validate(tmp_path):
                                     "search": {"loss.alpha": {"grid": [0.0]}}}))
     run = cli("validate", path)
     assert run.returncode == 2 and "data.patch_size (32) must equal the input size" in run.stderr
+
+
+class _Controller:
+    """Stands in for Tune's controller where the scheduler calls it back: which trials it was told to stop."""
+
+    def __init__(self, trials):
+        self.trials, self.stopped = trials, []
+
+    def get_trials(self):
+        return self.trials
+
+    def stop_trial(self, trial):
+        self.stopped.append(trial.trial_id)
+        trial.status = "TERMINATED"
+
+
+def test_synchronous_halving_keeps_the_best_that_can_still_train_and_takes_back_a_retried_trial(tmp_path):
+    from iqa_tune.scheduler import SyncHalving
+
+    halving = SyncHalving(tmp_path / "h.pickle", trials=4, max_t=4, grace_period=1, reduction_factor=2)
+    halving.set_search_properties("val_srcc", "max")
+    trials = [SimpleNamespace(trial_id=f"t{i}", status="RUNNING", is_saving=False) for i in range(4)]
+    tune = _Controller(trials)
+    for t in trials:
+        halving.on_trial_add(tune, t)
+    assert halving.rungs == [1, 2]
+    # t0 scores best but stops itself by patience at the rung: it counts, and ends on its own
+    assert halving.on_trial_result(tune, trials[0], {"epoch": 1, "val_srcc": 0.9, "patience_stop": True}) == "CONTINUE"
+    assert halving.on_trial_result(tune, trials[1], {"epoch": 1, "val_srcc": 0.5}) == "PAUSE"
+    trials[1].status = "PAUSED"
+    assert halving.on_trial_result(tune, trials[2], {"epoch": 1, "val_srcc": math.nan}) == "PAUSE"
+    trials[2].status = "PAUSED"
+    assert halving.choose_trial_to_run(tune) is None  # both wait for t3
+    # the rung is complete: 4 recorded, 2 go on, of those that can still train: t1 and t3 (undefined ranks last)
+    assert halving.on_trial_result(tune, trials[3], {"epoch": 1, "val_srcc": 0.1}) == "CONTINUE"
+    assert tune.stopped == ["t2"]
+    assert halving.choose_trial_to_run(tune) is trials[1]
+    # t3 fails and Tune retries it: the error was not its end, it still reaches rung 2
+    halving.on_trial_error(tune, trials[3])
+    halving.on_trial_add(tune, trials[3])
+    trials[1].status = "RUNNING"
+    assert halving.on_trial_result(tune, trials[1], {"epoch": 2, "val_srcc": 0.4}) == "PAUSE"
+    assert halving.on_trial_result(tune, trials[3], {"epoch": 2, "val_srcc": 0.6}) == "CONTINUE"
+    assert halving.on_trial_result(tune, trials[3], {"epoch": 4, "val_srcc": 0.6}) == "STOP"  # max_t
+    # a new scheduler on the same file (a resumed driver) knows both decisions
+    again = SyncHalving(tmp_path / "h.pickle", trials=4, max_t=4, grace_period=1, reduction_factor=2)
+    again.set_search_properties("val_srcc", "max")
+    assert again.on_trial_result(tune, trials[1], {"epoch": 3, "val_srcc": 0.4}) == "STOP"
