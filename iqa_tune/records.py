@@ -29,7 +29,7 @@ RESULT_FILE = "result.json"  # Tune's per-trial JSON lines (one per tune.report)
 PARAMS_FILE = "params.json"  # Tune: the trial's searched values
 ERROR_FILE = "error.txt"  # Tune: why a trial errored
 PREDICTIONS_FILE = "test_predictions.npz"  # per-image test predictions at the best epoch
-STATE_FILE = "best.pt"  # solver state at the best epoch (under halving: at the last rung it paused at, if newer)
+STATE_FILE = "best.pt"  # solver state at the best epoch (under halving: at the last rung it reached, if newer)
 VERSIONS_FILE = "versions.json"  # iqa-tune train: what ran (iqa_tune.versions.collect)
 # files of a study folder
 STUDY_FILE = "study.yaml"  # what the driver recorded: source, metric, mode, max epochs, trials, versions

@@ -143,6 +143,9 @@ class SyncHalving(FIFOScheduler):
     def __getstate__(self) -> dict:  # as PersistentASHA's, and without this driver's Trial objects
         return {**self.__dict__, "_metric": None, "_mode": None, "_live": {}, "_loaded": False, "_restored": False}
 
+    def __setstate__(self, state: dict) -> None:  # attributes a tuner.pkl of an earlier version lacks
+        self.__dict__.update({"_restored": False, "_max_t": math.inf, **state})
+
     @property
     def rungs(self) -> list[int]:
         return list(self._rungs)
@@ -235,9 +238,8 @@ class SyncHalving(FIFOScheduler):
         self._live[t] = trial
         if t not in self._state["seen"]:
             self._state["seen"].append(t)
-        elif retried:
-            if t in self._state["ended"]:  # its error was not its end: it may reach the next rung after all
-                self._state["ended"].remove(t)
+        if retried:
+            pass  # Tune retries it (max_failures): it goes on from its checkpoint, as a paused trial would
         elif trial.status in (Trial.TERMINATED, Trial.ERROR):  # restored as ended, though the file may be older
             if t not in self._state["ended"]:
                 self._state["ended"].append(t)
@@ -280,6 +282,8 @@ class SyncHalving(FIFOScheduler):
         self._ended(tune_controller, trial)
 
     def on_trial_error(self, tune_controller, trial) -> None:
+        if trial.status == Trial.ERROR:  # Tune calls this before it retries a trial (already ERROR then): not its end
+            return
         self._ended(tune_controller, trial)
 
     def on_trial_remove(self, tune_controller, trial) -> None:

@@ -47,7 +47,7 @@ SCHEMES = ("s3", "gs", "file")
 # what the trials need from the driver's environment to reach the storage (forwarded only for a URI)
 FORWARDED = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION",
              "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "GOOGLE_APPLICATION_CREDENTIALS")
-NEVER_PULLED = (STATE_FILE,)  # the model at a trial's best epoch: large, and only a resumed trial reads it (Tune)
+NEVER_PULLED = (STATE_FILE,)  # a trial's model (best epoch, or its last halving rung): large, only a resumed trial reads it
 SYNC_PERIOD_S = 30.0  # the driver's records reach the URI at least this often while a study runs
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _ALMOST = re.compile(r"^(s3|gs|gcs|file):(?!//)", re.IGNORECASE)  # s3:/bucket, s3:bucket: a URI mistyped

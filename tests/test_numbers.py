@@ -140,6 +140,13 @@ def test_a_swin_at_another_patch_size_is_refused_by_validate(tmp_path):
     assert run.returncode == 2 and "data.patch_size (32) must equal the input size" in run.stderr
 
 
+class _Trial(SimpleNamespace):
+    """A trial as the scheduler sees it: an id, a status it may set, whether a checkpoint is being saved."""
+
+    def set_status(self, status):
+        self.status = status
+
+
 class _Controller:
     """Stands in for Tune's controller where the scheduler calls it back: which trials it was told to stop."""
 
@@ -159,7 +166,7 @@ def test_synchronous_halving_keeps_the_best_that_can_still_train_and_takes_back_
 
     halving = SyncHalving(tmp_path / "h.pickle", trials=4, max_t=4, grace_period=1, reduction_factor=2)
     halving.set_search_properties("val_srcc", "max")
-    trials = [SimpleNamespace(trial_id=f"t{i}", status="RUNNING", is_saving=False) for i in range(4)]
+    trials = [_Trial(trial_id=f"t{i}", status="RUNNING", is_saving=False) for i in range(4)]
     tune = _Controller(trials)
     for t in trials:
         halving.on_trial_add(tune, t)
@@ -175,14 +182,44 @@ def test_synchronous_halving_keeps_the_best_that_can_still_train_and_takes_back_
     assert halving.on_trial_result(tune, trials[3], {"epoch": 1, "val_srcc": 0.1}) == "CONTINUE"
     assert tune.stopped == ["t2"]
     assert halving.choose_trial_to_run(tune) is trials[1]
-    # t3 fails and Tune retries it: the error was not its end, it still reaches rung 2
-    halving.on_trial_error(tune, trials[3])
-    halving.on_trial_add(tune, trials[3])
     trials[1].status = "RUNNING"
     assert halving.on_trial_result(tune, trials[1], {"epoch": 2, "val_srcc": 0.4}) == "PAUSE"
+    trials[1].status = "PAUSED"
+    # t3 crashes before rung 2 and Tune retries it, in Tune's order: ERROR, on_trial_error, PENDING, on_trial_add.
+    # The rung still waits for it.
+    trials[3].status = "ERROR"
+    halving.on_trial_error(tune, trials[3])
+    trials[3].status = "PENDING"
+    halving.on_trial_add(tune, trials[3])
+    assert tune.stopped == ["t2"] and halving.choose_trial_to_run(tune) is trials[3]
+    trials[3].status = "RUNNING"
     assert halving.on_trial_result(tune, trials[3], {"epoch": 2, "val_srcc": 0.6}) == "CONTINUE"
+    assert tune.stopped == ["t2", "t1"]
     assert halving.on_trial_result(tune, trials[3], {"epoch": 4, "val_srcc": 0.6}) == "STOP"  # max_t
-    # a new scheduler on the same file (a resumed driver) knows both decisions
-    again = SyncHalving(tmp_path / "h.pickle", trials=4, max_t=4, grace_period=1, reduction_factor=2)
-    again.set_search_properties("val_srcc", "max")
-    assert again.on_trial_result(tune, trials[1], {"epoch": 3, "val_srcc": 0.4}) == "STOP"
+
+
+def test_synchronous_halving_resumed_with_an_older_state_file_still_decides_the_rung(tmp_path):
+    """The driver died after u1 errored but before the state file said so (a URI mirror can lag): restored, u1 is
+    ended in Tune's record, which completes the rung the file left open; the waiting trials stay paused."""
+    from iqa_tune.scheduler import SyncHalving
+
+    def scheduler():
+        h = SyncHalving(tmp_path / "h.pickle", trials=3, max_t=3, grace_period=1, reduction_factor=3)
+        h.set_search_properties("val_srcc", "max")
+        return h
+
+    first = scheduler()
+    trials = [_Trial(trial_id=f"u{i}", status="RUNNING", is_saving=False) for i in range(3)]
+    for t in trials:
+        first.on_trial_add(None, t)
+    assert first.on_trial_result(None, trials[0], {"epoch": 1, "val_srcc": 0.2}) == "PAUSE"
+    assert first.on_trial_result(None, trials[2], {"epoch": 1, "val_srcc": 0.7}) == "PAUSE"
+    # a new driver: Tune restores u0 and u2 as pending, u1 as errored
+    restored = [_Trial(trial_id=t.trial_id, status=s, is_saving=False)
+                for t, s in zip(trials, ("PENDING", "ERROR", "PENDING"))]
+    second, tune = scheduler(), _Controller(restored)
+    for t in restored:
+        second.on_trial_add(tune, t)
+    assert [t.status for t in restored] == ["PAUSED", "ERROR", "PAUSED"]  # not started by Tune while they wait
+    assert second.choose_trial_to_run(tune) is restored[2]  # 2 recorded: the best 1 goes on
+    assert tune.stopped == ["u0"]
