@@ -3,8 +3,8 @@
 The trial side of the Ray edge (the driver side is ``iqa_tune.study``). A checkpoint is reported when the study
 metric improves (one kept per trial), holding the solver state and the per-image test predictions of that epoch,
 and, under synchronous halving, at every rung, where the trial may be paused: that one holds the state at the
-rung and the predictions of the best epoch so far. A resumed trial restarts from the newest; batches depend only on (seed, epoch), so the epochs it repeats see the
-same data as the first time. The trial's resolved config and split go into its folder of the experiment through
+rung and the predictions of the best epoch so far. A resumed trial restarts from the newest; batches depend only
+on (seed, epoch), so the epochs it repeats see the same data as the first time. The trial's resolved config and split go into its folder of the experiment through
 the study's storage (:class:`iqa_tune.storage.Store`: a folder or a URI), so they arrive from any node.
 """
 
