@@ -35,6 +35,16 @@ LEGACY_STATE_FILE = "asha_state.pkl"  # read once by a study begun before the re
 WORST = 1e30  # stands in for an undefined (NaN) metric: ranked below every real value, whatever the mode
 
 
+def _undefined(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _replace(path: str, write) -> None:
+    """``write(tmp)`` then rename over ``path``: a driver killed mid-write leaves the previous state whole."""
+    write(path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
 class PersistentASHA(AsyncHyperBandScheduler):
     """ASHA whose rung records live in ``state_file`` as well as in memory; with ``experiment`` (a folder or a
     URI), in the file of that name in the experiment's folder on this machine."""
@@ -66,9 +76,7 @@ class PersistentASHA(AsyncHyperBandScheduler):
                     break
 
     def _persist(self) -> None:
-        tmp = self.state_file + ".tmp"
-        self.save(tmp)
-        os.replace(tmp, self.state_file)
+        _replace(self.state_file, self.save)
 
     def __getstate__(self) -> dict:
         # Tune pickles the scheduler into tuner.pkl; a restored Tuner sets metric and mode again, which ASHA
@@ -77,8 +85,7 @@ class PersistentASHA(AsyncHyperBandScheduler):
 
     def _defined(self, result: dict) -> dict:
         """NaN compares false with everything, so ASHA would never cut it: rank it last instead."""
-        value = result.get(self._metric)
-        if isinstance(value, float) and math.isnan(value):
+        if _undefined(result.get(self._metric)) and self._metric in result:
             return {**result, self._metric: -WORST * self._metric_op}
         return result
 
@@ -158,10 +165,7 @@ class SyncHalving(FIFOScheduler):
                     self._state = pickle.load(f)
 
     def _persist(self) -> None:
-        tmp = self.state_file + ".tmp"
-        with open(tmp, "wb") as f:
-            pickle.dump(self._state, f)
-        os.replace(tmp, self.state_file)
+        _replace(self.state_file, lambda tmp: Path(tmp).write_bytes(pickle.dumps(self._state)))
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
         if self._metric or self._mode:
@@ -175,7 +179,7 @@ class SyncHalving(FIFOScheduler):
 
     def _score(self, result: dict) -> float:
         value = result.get(self._metric)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if _undefined(value):  # ranked last, as ASHA ranks it
             return -WORST
         return float(value) if self._mode == "max" else -float(value)
 
@@ -296,12 +300,14 @@ class SyncHalving(FIFOScheduler):
             self._restored = False
             if self._decide(tune_controller):
                 self._persist()
-        for t in tune_controller.get_trials():  # cut while the driver was away: restored as pending
-            if t.status in (Trial.PENDING, Trial.PAUSED) and self._cut(t.trial_id):
+        ready = []
+        for t in tune_controller.get_trials():
+            if t.status not in (Trial.PENDING, Trial.PAUSED):
+                continue
+            if self._cut(t.trial_id):  # cut while the driver was away: restored as pending
                 self._stop_waiting(tune_controller, t)
-        ready = [t for t in tune_controller.get_trials()
-                 if t.status in (Trial.PENDING, Trial.PAUSED) and self._waiting_at(t.trial_id) is None
-                 and not self._cut(t.trial_id)]
+            elif self._waiting_at(t.trial_id) is None:
+                ready.append(t)
         return next((t for t in ready if t.status == Trial.PENDING), None) or next(iter(ready), None)
 
     def debug_string(self) -> str:
