@@ -1,6 +1,6 @@
 """``iqa-tune bench``: side-by-side measurements in one run on one machine, printed as ratios and written as JSON.
 
-Sections: ``data`` (patch delivery vs the reference's decode-per-patch pattern, and vs a plain numpy copy),
+Sections: ``data`` (patch delivery vs the reference's decode-per-patch pattern, the C crop kernel vs numpy, and vs a plain numpy copy),
 ``tune`` (per-epoch time inside Tune vs the bare solver, Ray start to first report), ``asha`` (trial-epochs and
 wall time of a 12-point grid with and without ASHA, and whether the grid's best survives), ``memory`` (peak RSS
 of the driver and of trial workers with 1 and 2 concurrent trials), ``search`` (TPE against random search at the
@@ -33,7 +33,7 @@ from .cache import build_or_open
 from .cli import BENCH_SECTIONS as SECTIONS
 from .config import DataConfig, build_run_config, cache_root
 from .datasets import Catalog
-from .patches import IMAGENET_MEAN, IMAGENET_STD, Normalizer, TrainPatches
+from .patches import IMAGENET_MEAN, IMAGENET_STD, Normalizer, TrainPatches, crop_kernel, numpy_crops
 
 
 def _machine() -> str:
@@ -109,13 +109,23 @@ def bench_data(quick: bool) -> dict:
         first_pass_bps = nbytes / (time.perf_counter() - t)
         first_pass_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 
-        def crops_per_s(epoch: int) -> float:  # streamed batch by batch, as training consumes them
+        def crops_per_s(epoch: int, patches: TrainPatches = train) -> float:  # batch by batch, as training reads
             t = time.perf_counter()
-            n = sum(len(b.labels) for b in train.batches(0, epoch))
+            n = sum(len(b.labels) for b in patches.batches(0, epoch))
             return n / (time.perf_counter() - t)
 
+        def numpy_crops_per_s(epoch: int, patches: TrainPatches = train) -> float:
+            with numpy_crops():
+                return crops_per_s(epoch, patches)
+
         epochs = range(2 if quick else 3)
-        crop_only = [crops_per_s(e) for e in epochs]  # one numpy gather per batch, on this thread
+        # the shipped gather (the C kernel where it is built) and numpy's, epoch by epoch in turn
+        crop_only, crop_numpy = zip(*[(crops_per_s(e), numpy_crops_per_s(e)) for e in epochs])
+        # the demo's 64 px crops: more, shorter rows per byte, where numpy's per-row cost shows most
+        small = TrainPatches(cache, idx, cat.scores, patch_size=64, train_patches=100, patches_per_image=1,
+                             batch_size=32, flip=True)
+        small_bytes = 64 * 64 * 3
+        small_only, small_numpy = zip(*[(crops_per_s(e, small), numpy_crops_per_s(e, small)) for e in epochs])
         full = []
         for epoch in epochs:
             t = time.perf_counter()
@@ -139,8 +149,16 @@ def bench_data(quick: bool) -> dict:
             copies.append(nbytes / (time.perf_counter() - t))
         copy_threads_bps = statistics.median(copies)
         ours_bps = statistics.median(crop_only) * patch * patch * 3
-        return {"images": n_images, "patch": patch, "cache_build_s": build_s,
+        numpy_bps = statistics.median(crop_numpy) * patch * patch * 3
+        small_bps = statistics.median(small_only) * small_bytes
+        small_numpy_bps = statistics.median(small_numpy) * small_bytes
+        return {"images": n_images, "patch": patch, "cache_build_s": build_s, "crop_kernel": crop_kernel(),
                 "reference_patches_per_s": ref, "ours_crop_patches_per_s": statistics.median(crop_only),
+                "numpy_crop_patches_per_s": statistics.median(crop_numpy),
+                "kernel_speedup": ours_bps / numpy_bps, "fraction_of_copy_numpy_crop": numpy_bps / copy_bps,
+                "crop_64px_bandwidth_gb_s": small_bps / 1e9, "fraction_of_copy_64px": small_bps / copy_bps,
+                "fraction_of_copy_64px_numpy_crop": small_numpy_bps / copy_bps,
+                "kernel_speedup_64px": small_bps / small_numpy_bps,
                 "ours_crop_and_normalise_patches_per_s": statistics.median(full),
                 "speedup_crop": statistics.median(crop_only) / ref,
                 "speedup_crop_and_normalise": statistics.median(full) / ref,

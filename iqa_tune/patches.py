@@ -6,6 +6,7 @@ on the target device, because converting each patch to float in numpy costs ~12x
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import zlib
@@ -17,6 +18,11 @@ import torch
 
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .cache import ImageCache
+
+try:  # the compiled crop kernel (setup.py builds it where it can; see crop)
+    from . import _gather
+except ImportError:
+    _gather = None
 
 
 @dataclass
@@ -31,24 +37,49 @@ def crop(cache: ImageCache, img: np.ndarray, ys: np.ndarray, xs: np.ndarray, pat
          pin: bool = False) -> torch.Tensor:
     """The crops as one uint8 (B, P, P, 3) tensor.
 
-    On the CPU path the B x P rows of the batch are gathered by one numpy fancy index on :meth:`ImageCache.rows`,
-    a loop in C on the calling thread: 1.3x a Python loop of slice copies at 224 px, 2.3x at 32 px.
-    ``torch.index_select`` on the same view gathers faster on its threads, but from the prefetch thread those
-    threads fight the model's for the cores (a 2-thread CPU epoch took 72 s against 52). With ``pin`` (training on
-    a GPU) each crop is written straight into page-locked memory, so the host-to-device copy can start at once with
-    no staging copy; a fancy index would need one. Rows stay contiguous: mirroring here cost half the crop's time,
-    so flips happen after the transfer (:class:`Normalizer`)."""
+    A batch's crops are B x P rows of P x 3 bytes in the cache, evenly spaced within each crop. The compiled
+    kernel (``iqa_tune/_gather.c``, built at install where a C compiler is present) copies them with one
+    ``memcpy`` per row, without the GIL, straight into the batch's tensor; with ``pin`` (training on a GPU) that tensor is
+    page-locked, so the host-to-device copy can start at once with no staging copy. Without the kernel, a numpy
+    fancy index on :meth:`ImageCache.rows` gathers them (2-5x slower: numpy's per-row overhead), and the pinned
+    path writes crop by crop instead. ``torch.index_select`` on the same view gathers faster on its threads, but
+    from the prefetch thread those threads fight the model's for the cores (a 2-thread CPU epoch took 72 s against
+    52). Rows stay contiguous: mirroring here cost half the crop's time, so flips happen after the transfer
+    (:class:`Normalizer`)."""
+    off, _, w = cache.index[img].T
+    stride = w * 3
+    first = off + ys * stride + xs * 3
+    if _gather is not None:
+        shape = (len(img), patch, patch, 3)
+        # numpy's allocation, not torch's: glibc hands the last batch's freed block back, where torch's allocator
+        # took fresh pages from the kernel (280-700 page faults per 224 px batch, measured: a third of the time)
+        out = torch.empty(shape, dtype=torch.uint8, pin_memory=True) if pin else torch.from_numpy(np.empty(shape, np.uint8))
+        _gather.crops(cache.pixels, first.astype(np.int64), stride.astype(np.int64), patch, patch * 3, out.numpy())
+        return out
     if pin:
         out = torch.empty((len(img), patch, patch, 3), dtype=torch.uint8, pin_memory=True)
         dst = out.numpy()
         for k in range(len(img)):
             dst[k] = cache.image(img[k])[ys[k]:ys[k] + patch, xs[k]:xs[k] + patch]
         return out
-    off, _, w = cache.index[img].T
-    stride = w * 3
-    first = off + ys * stride + xs * 3
-    rows = (first[:, None] + np.arange(patch)[None, :] * stride[:, None]).reshape(-1)
-    return torch.from_numpy(cache.rows(patch * 3)[rows]).view(len(img), patch, patch, 3)
+    starts = (first[:, None] + np.arange(patch)[None, :] * stride[:, None]).reshape(-1)
+    return torch.from_numpy(cache.rows(patch * 3)[starts].view(np.uint8)).view(len(img), patch, patch, 3)
+
+
+def crop_kernel() -> str:
+    """Which gather :func:`crop` uses: ``compiled`` (the C kernel) or ``numpy`` (no compiler at install)."""
+    return "numpy" if _gather is None else "compiled"
+
+
+@contextlib.contextmanager
+def numpy_crops():
+    """Crop with numpy inside the block even where the kernel is built: the bench's and tests' comparison."""
+    global _gather
+    saved, _gather = _gather, None
+    try:
+        yield
+    finally:
+        _gather = saved
 
 
 def random_offsets(cache: ImageCache, img: np.ndarray, patch: int, rng: np.random.Generator):

@@ -5,6 +5,7 @@ the numbers, and the GPU. Recorded with every study (``study.yaml``) and every `
 
 from __future__ import annotations
 
+import importlib.util
 import platform
 import subprocess
 from importlib import metadata
@@ -47,18 +48,27 @@ def _gpu() -> str | None:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
+def _crop_kernel() -> str:
+    """``compiled`` where the install built the C crop kernel, ``numpy`` where it had no compiler (the same
+    crops, slower: a data-path figure depends on it). Looked up, not imported."""
+    return "compiled" if importlib.util.find_spec("iqa_tune._gather") else "numpy"
+
+
 def collect() -> dict:
-    """Versions of iqa-tune (and its git commit), the libraries, Python and the GPU model (None: none)."""
+    """Versions of iqa-tune (and its git commit), the libraries, Python, the GPU model (None: none) and which crop
+    kernel ran."""
     return {"iqa_tune": __version__, **_git(), **{name: _library(name) for name in LIBRARIES},
-            "python": platform.python_version(), "gpu": _gpu()}
+            "python": platform.python_version(), "gpu": _gpu(), "crop_kernel": _crop_kernel()}
 
 
 def summary(versions: dict) -> str:
-    """One line: 'iqa-tune 0.1.0 (git 1a2b3c4, uncommitted changes), torch 2.14.1, ..., GPU none'."""
+    """One line: 'iqa-tune 0.1.0 (git 1a2b3c4, uncommitted changes), torch 2.14.1, ..., GPU none, crops
+    compiled'."""
     if "git_commit" in versions:
         where = f"git {versions['git_commit'][:10]}" + (", uncommitted changes" if versions.get("git_dirty") else "")
     else:
         where = versions.get("git", "git unknown")
     libs = ", ".join(f"{name} {versions.get(name) or 'absent'}" for name in LIBRARIES)
+    kernel = f", crops {versions['crop_kernel']}" if "crop_kernel" in versions else ""
     return (f"iqa-tune {versions.get('iqa_tune')} ({where}), {libs}, Python {versions.get('python')}, "
-            f"driver GPU {versions.get('gpu') or 'none'}")
+            f"driver GPU {versions.get('gpu') or 'none'}{kernel}")

@@ -1,6 +1,8 @@
 """Dataset adapters on fixtures written in the real release formats, splits, the cache, and bad-data messages."""
 
+import contextlib
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -136,9 +138,23 @@ def test_train_crops_are_cache_slices_and_mirrored_after_the_transfer(tmp_path):
     assert np.array_equal(out, expected.astype(np.float32))
 
 
-def test_the_batch_gather_cuts_the_same_crops_as_slicing_from_images_of_different_sizes(tmp_path):
+def _kernel(name: str):
+    """The crop path under test: the compiled kernel (must be built where CI runs: it has a compiler) or numpy."""
+    from iqa_tune import patches
+
+    if name == "numpy":
+        return patches.numpy_crops()
+    if patches.crop_kernel() != "compiled":
+        if os.environ.get("CI"):
+            pytest.fail("the compiled crop kernel (iqa_tune/_gather.c) was not built by the install")
+        pytest.skip("the compiled crop kernel is not built here (no C compiler at install)")
+    return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "numpy"])
+def test_the_batch_gather_cuts_the_same_crops_as_slicing_from_images_of_different_sizes(tmp_path, kernel):
     """``crop`` gathers rows by byte offset; images of other widths and a crop ending on the cache's last byte
-    must come out exactly as numpy slices of each image."""
+    must come out exactly as numpy slices of each image, with the C kernel and without it."""
     from iqa_tune.cache import ImageCache
     from iqa_tune.patches import crop
 
@@ -154,13 +170,39 @@ def test_the_batch_gather_cuts_the_same_crops_as_slicing_from_images_of_differen
     ys = np.array([rng.integers(0, images[i].shape[0] - patch + 1) for i in img])
     xs = np.array([rng.integers(0, images[i].shape[1] - patch + 1) for i in img])
     ys[-1], xs[-1] = 31 - patch, 90 - patch  # the bottom-right corner of the last image: the cache's last byte
-    out = crop(cache, img, ys, xs, patch).numpy()
+    with _kernel(kernel):
+        out = crop(cache, img, ys, xs, patch).numpy()
+        small = crop(cache, img, ys + 1, xs + 2, 16).numpy()  # a second width on the same cache
     for k, i in enumerate(img):
         assert np.array_equal(out[k], images[i][ys[k]:ys[k] + patch, xs[k]:xs[k] + patch])
-    small = crop(cache, img, ys + 1, xs + 2, 16).numpy()  # a second width on the same cache: its own row view
     for k, i in enumerate(img):
         assert np.array_equal(small[k], images[i][ys[k] + 1:ys[k] + 17, xs[k] + 2:xs[k] + 18])
     assert not cache.rows(16).flags.writeable  # the map is read-only, and so is every view of it
+
+
+def test_the_crop_kernel_refuses_crops_outside_the_cache_and_a_wrong_output_size():
+    """The C kernel checks every crop before it copies: one that would read past either end is an IndexError naming
+    the crop, never a read outside the map, and ``out`` must hold exactly the crops asked for."""
+    with _kernel("compiled"):
+        from iqa_tune import _gather
+    src = np.arange(100, dtype=np.uint8)
+    i64 = lambda *v: np.array(v, np.int64)  # noqa: E731
+    out = np.zeros((2, 3, 4), np.uint8)
+    _gather.crops(src, i64(0, 72), i64(10, 12), 3, 4, out)  # the second crop ends on the last byte
+    assert np.array_equal(out, np.stack([src[[[0, 1, 2, 3], [10, 11, 12, 13], [20, 21, 22, 23]]],
+                                         src[[[72, 73, 74, 75], [84, 85, 86, 87], [96, 97, 98, 99]]]]))
+    with pytest.raises(IndexError, match="crop 1 .rows from byte 73, stride 12. reads outside the 100-byte"):
+        _gather.crops(src, i64(0, 73), i64(10, 12), 3, 4, out)
+    with pytest.raises(IndexError, match="crop 0 .rows from byte 30, stride -20"):  # the last row before byte 0
+        _gather.crops(src, i64(30), i64(-20), 3, 4, np.zeros(12, np.uint8))
+    with pytest.raises(ValueError, match="out holds 16 bytes, 2 crops of 3 x 4 need 24"):
+        _gather.crops(src, i64(0, 1), i64(4, 4), 3, 4, np.zeros(16, np.uint8))
+    with pytest.raises(ValueError, match="one length"):
+        _gather.crops(src, i64(0, 1), i64(4), 3, 4, out)
+    read_only = np.zeros(12, np.uint8)
+    read_only.setflags(write=False)
+    with pytest.raises(TypeError, match="read-write"):
+        _gather.crops(src, i64(0), i64(4), 3, 4, read_only)
 
 
 def _bad_run(tmp_path, root, **data):
@@ -287,5 +329,13 @@ def test_the_data_bench_reports_the_crop_path_against_a_copy_and_keeps_its_folde
                 "first_pass_page_faults"):  # the first pass maps the freshly built cache: it cannot fault 0 pages
         assert data[key] > 0, key
     assert data["fraction_of_copy"] == pytest.approx(data["crop_bandwidth_gb_s"] / data["numpy_copy_gb_s"])
+    # both gathers ran on the same batches; the shipped one is named, and it is the one the figures above describe
+    from iqa_tune.patches import crop_kernel
+
+    assert data["crop_kernel"] == crop_kernel()
+    for key in ("numpy_crop_patches_per_s", "kernel_speedup", "fraction_of_copy_numpy_crop",
+                "crop_64px_bandwidth_gb_s", "fraction_of_copy_64px", "fraction_of_copy_64px_numpy_crop"):
+        assert data[key] > 0, key
+    assert data["kernel_speedup"] == pytest.approx(data["ours_crop_patches_per_s"] / data["numpy_crop_patches_per_s"])
     (kept,) = (tmp_path / "kept").iterdir()
     assert kept.name.startswith("bench-") and str(kept) in run.stdout.replace("\n", "")

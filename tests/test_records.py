@@ -123,6 +123,9 @@ def test_versions_name_the_code_and_the_libraries(monkeypatch, tmp_path):
     monkeypatch.setattr(versions, "CHECKOUT", str(tmp_path))  # an installed package: no checkout to ask
     assert versions.collect()["git"].startswith("not a git checkout")
     assert "torch " + got["torch"] in versions.summary(got)
+    from iqa_tune.patches import crop_kernel  # the recorded kernel is the one crops run with
+
+    assert got["crop_kernel"] == crop_kernel() and versions.summary(got).endswith(f"crops {crop_kernel()}")
 
 
 def test_recorded_status_decides_how_a_trial_ended(tmp_path):
