@@ -85,6 +85,31 @@ def _reference_patches(cat: Catalog, count: int, patch: int, rng) -> float:
     return count / (time.perf_counter() - start)
 
 
+def _kernel_alone(cache, patch: int, batch: int, batches: int, epochs) -> list[float]:
+    """The C kernel's bytes/s with every batch's offsets drawn beforehand, into a fresh batch each time as
+    :func:`iqa_tune.patches.crop` does: the copy without the batch loop's Python around it."""
+    from . import _gather
+    from .patches import random_offsets
+
+    rng = np.random.default_rng(0)
+    plans = []
+    for _ in range(batches):
+        img = rng.integers(0, len(cache), batch)
+        ys, xs = random_offsets(cache, img, patch, rng)
+        off, _, w = cache.index[img].T
+        plans.append(((off + ys * w * 3 + xs * 3).astype(np.int64), (w * 3).astype(np.int64)))
+    out = []
+    for _ in epochs:
+        t = time.perf_counter()
+        held = None  # the last batch stays alive while the next is cut, as a consumer of the batch loop holds it
+        for first, stride in plans:
+            pixels = np.empty((batch, patch, patch, 3), np.uint8)
+            _gather.crops(cache.pixels, first, stride, patch, patch * 3, pixels)
+            held = pixels  # noqa: F841
+        out.append(batches * batch * patch * patch * 3 / (time.perf_counter() - t))
+    return out
+
+
 def bench_data(quick: bool) -> dict:
     import torch
 
@@ -121,6 +146,7 @@ def bench_data(quick: bool) -> dict:
         epochs = range(2 if quick else 3)
         # the shipped gather (the C kernel where it is built) and numpy's, epoch by epoch in turn
         crop_only, crop_numpy = zip(*[(crops_per_s(e), numpy_crops_per_s(e)) for e in epochs])
+        kernel_alone = _kernel_alone(cache, patch, batch, len(train), epochs) if crop_kernel() == "compiled" else []
         # the demo's 64 px crops: more, shorter rows per byte, where numpy's per-row cost shows most
         small = TrainPatches(cache, idx, cat.scores, patch_size=64, train_patches=100, patches_per_image=1,
                              batch_size=32, flip=True)
@@ -152,6 +178,8 @@ def bench_data(quick: bool) -> dict:
         numpy_bps = statistics.median(crop_numpy) * patch * patch * 3
         small_bps = statistics.median(small_only) * small_bytes
         small_numpy_bps = statistics.median(small_numpy) * small_bytes
+        alone = {"kernel_alone_gb_s": statistics.median(kernel_alone) / 1e9,
+                 "fraction_of_copy_kernel_alone": statistics.median(kernel_alone) / copy_bps} if kernel_alone else {}
         return {"images": n_images, "patch": patch, "cache_build_s": build_s, "crop_kernel": crop_kernel(),
                 "reference_patches_per_s": ref, "ours_crop_patches_per_s": statistics.median(crop_only),
                 "numpy_crop_patches_per_s": statistics.median(crop_numpy),
@@ -159,6 +187,7 @@ def bench_data(quick: bool) -> dict:
                 "crop_64px_bandwidth_gb_s": small_bps / 1e9, "fraction_of_copy_64px": small_bps / copy_bps,
                 "fraction_of_copy_64px_numpy_crop": small_numpy_bps / copy_bps,
                 "kernel_speedup_64px": small_bps / small_numpy_bps,
+                **alone,
                 "ours_crop_and_normalise_patches_per_s": statistics.median(full),
                 "speedup_crop": statistics.median(crop_only) / ref,
                 "speedup_crop_and_normalise": statistics.median(full) / ref,

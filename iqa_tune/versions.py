@@ -5,7 +5,6 @@ the numbers, and the GPU. Recorded with every study (``study.yaml``) and every `
 
 from __future__ import annotations
 
-import importlib.util
 import platform
 import subprocess
 from importlib import metadata
@@ -49,9 +48,14 @@ def _gpu() -> str | None:
 
 
 def _crop_kernel() -> str:
-    """``compiled`` where the install built the C crop kernel, ``numpy`` where it had no compiler (the same
-    crops, slower: a data-path figure depends on it). Looked up, not imported."""
-    return "compiled" if importlib.util.find_spec("iqa_tune._gather") else "numpy"
+    """``compiled`` where the C crop kernel loads, ``numpy`` where the install had no compiler or the built file
+    does not load here (the same crops, slower: a data-path figure depends on it). Imported the way
+    :mod:`iqa_tune.patches` imports it; it needs nothing but Python."""
+    try:
+        from . import _gather  # noqa: F401
+    except ImportError:
+        return "numpy"
+    return "compiled"
 
 
 def collect() -> dict:

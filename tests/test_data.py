@@ -178,6 +178,8 @@ def test_the_batch_gather_cuts_the_same_crops_as_slicing_from_images_of_differen
     for k, i in enumerate(img):
         assert np.array_equal(small[k], images[i][ys[k] + 1:ys[k] + 17, xs[k] + 2:xs[k] + 18])
     assert not cache.rows(16).flags.writeable  # the map is read-only, and so is every view of it
+    writable = ImageCache(tmp_path, np.zeros(64, np.uint8), index[:1], 0)
+    assert not writable.rows(16).flags.writeable  # and the row view is read-only whatever the map's mode
 
 
 def test_the_crop_kernel_refuses_crops_outside_the_cache_and_a_wrong_output_size():
@@ -203,6 +205,18 @@ def test_the_crop_kernel_refuses_crops_outside_the_cache_and_a_wrong_output_size
     read_only.setflags(write=False)
     with pytest.raises(TypeError, match="read-write"):
         _gather.crops(src, i64(0), i64(4), 3, 4, read_only)
+    with pytest.raises(TypeError, match="first must be an int64 array"):  # never read as the wrong width
+        _gather.crops(src, np.array([0], np.int32), i64(4), 3, 4, np.zeros(12, np.uint8))
+    # sizes and strides whose products overflow 64 bits are refused, not wrapped around into a passing check
+    with pytest.raises(ValueError, match="overflow a buffer size"):
+        _gather.crops(src, i64(0), i64(0), 2**62 + 1, 4, np.zeros(4, np.uint8))
+    with pytest.raises(IndexError, match="crop 0"):
+        _gather.crops(src, i64(0), i64(-2**63 + 5), 3, 4, np.zeros(12, np.uint8))
+    with pytest.raises(IndexError, match="crop 0"):
+        _gather.crops(src, i64(0), i64(2**62), 3, 4, np.zeros(12, np.uint8))
+    writable = np.arange(100, dtype=np.uint8)
+    with pytest.raises(ValueError, match="overlaps"):
+        _gather.crops(writable, i64(0), i64(4), 3, 4, writable[50:62])
 
 
 def _bad_run(tmp_path, root, **data):
@@ -334,7 +348,8 @@ def test_the_data_bench_reports_the_crop_path_against_a_copy_and_keeps_its_folde
 
     assert data["crop_kernel"] == crop_kernel()
     for key in ("numpy_crop_patches_per_s", "kernel_speedup", "fraction_of_copy_numpy_crop",
-                "crop_64px_bandwidth_gb_s", "fraction_of_copy_64px", "fraction_of_copy_64px_numpy_crop"):
+                "crop_64px_bandwidth_gb_s", "fraction_of_copy_64px", "fraction_of_copy_64px_numpy_crop",
+                "kernel_speedup_64px"):
         assert data[key] > 0, key
     assert data["kernel_speedup"] == pytest.approx(data["ours_crop_patches_per_s"] / data["numpy_crop_patches_per_s"])
     (kept,) = (tmp_path / "kept").iterdir()
