@@ -1,12 +1,13 @@
 """``iqa-tune bench``: side-by-side measurements in one run on one machine, printed as ratios and written as JSON.
 
-Sections: ``data`` (patch delivery vs the reference's decode-per-patch pattern, the C crop kernel vs numpy, and vs a plain numpy copy),
-``tune`` (per-epoch time inside Tune vs the bare solver, Ray start to first report), ``asha`` (trial-epochs and
-wall time of a 12-point grid with and without ASHA, and whether the grid's best survives), ``memory`` (peak RSS
-of the driver and of trial workers with 1 and 2 concurrent trials), ``search`` (TPE against random search at the
-same budget, over three search seeds), ``gpu`` (swin_tiny through the solver on a CUDA device); on request only,
-``koniq`` (10,000 release-sized JPEGs: cache build, decoding threads, cache size, PSS of four trials sharing the
-cache) and ``horizon`` (ASHA against the full grid, 12 points x 8 epochs of the pretrained demo backbone).
+Sections: ``data`` (patch delivery vs the reference's decode-per-patch pattern, the C crop kernel vs numpy, and vs a
+plain numpy copy), ``tune`` (per-epoch time inside Tune vs the bare solver, Ray start to first report), ``asha``
+(trial-epochs and wall time of a 12-point grid with and without ASHA, and whether the grid's best survives),
+``memory`` (peak RSS of the driver and of trial workers with 1 and 2 concurrent trials), ``search`` (TPE against
+random search at the same budget, over three search seeds), ``gpu`` (swin_tiny through the solver on a CUDA device);
+on request only, ``koniq`` (10,000 release-sized JPEGs: cache build, decoding threads, cache size, PSS of four
+trials sharing the cache) and ``horizon`` (ASHA against the full grid, 12 points x 8 epochs of the pretrained demo
+backbone).
 Benchmarks, not tests: numbers vary with the machine and its load, so every figure is compared with its baseline
 measured in the same run.
 """

@@ -39,33 +39,34 @@ def crop(cache: ImageCache, img: np.ndarray, ys: np.ndarray, xs: np.ndarray, pat
 
     A batch's crops are B x P rows of P x 3 bytes in the cache, evenly spaced within each crop. The compiled
     kernel (``iqa_tune/_gather.c``, built at install where a C compiler is present) copies them with one
-    ``memcpy`` per row, without the GIL, straight into the batch's tensor; with ``pin`` (training on a GPU) that tensor is
-    page-locked, so the host-to-device copy can start at once with no staging copy. Without the kernel, a numpy
-    fancy index on :meth:`ImageCache.rows` gathers them (1.2-1.5x slower in the data bench: numpy's per-row
-    overhead), and the pinned
-    path writes crop by crop instead. ``torch.index_select`` on the same view gathers faster on its threads, but
-    from the prefetch thread those threads fight the model's for the cores (a 2-thread CPU epoch took 72 s against
-    52). Rows stay contiguous: mirroring here cost half the crop's time, so flips happen after the transfer
-    (:class:`Normalizer`)."""
+    ``memcpy`` per row, without the GIL, straight into the batch's tensor. With ``pin`` (training on a GPU) that
+    tensor is page-locked, so the host-to-device copy can start at once with no staging copy. Without the kernel,
+    a numpy fancy index on :meth:`ImageCache.rows` gathers them (1.2-1.5x slower in the data bench: numpy's
+    per-row overhead), and the pinned path writes crop by crop instead. ``torch.index_select`` on the same view
+    gathers faster on its threads, but from the prefetch thread those threads fight the model's for the cores (a
+    2-thread CPU epoch took 72 s against 52). Rows stay contiguous: mirroring here cost half the crop's time, so
+    flips happen after the transfer (:class:`Normalizer`)."""
     kernel = _gather  # read once: numpy_crops() may swap the global between two reads
+    shape = (len(img), patch, patch, 3)
     off, _, w = cache.index[img].T
     stride = w * 3
     first = off + ys * stride + xs * 3
-    if kernel is not None:
-        shape = (len(img), patch, patch, 3)
+    if pin:
+        out = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+    elif kernel is not None:
         # numpy's allocation, not torch's: glibc hands the last batch's freed block back, where torch's allocator
         # took fresh pages from the kernel (280-700 page faults per 224 px batch, measured: a third of the time)
-        out = torch.empty(shape, dtype=torch.uint8, pin_memory=True) if pin else torch.from_numpy(np.empty(shape, np.uint8))
+        out = torch.from_numpy(np.empty(shape, np.uint8))
+    else:
+        starts = (first[:, None] + np.arange(patch)[None, :] * stride[:, None]).reshape(-1)
+        return torch.from_numpy(cache.rows(patch * 3)[starts].view(np.uint8)).view(shape)
+    if kernel is not None:
         kernel.crops(cache.pixels, first.astype(np.int64), stride.astype(np.int64), patch, patch * 3, out.numpy())
-        return out
-    if pin:
-        out = torch.empty((len(img), patch, patch, 3), dtype=torch.uint8, pin_memory=True)
+    else:
         dst = out.numpy()
         for k in range(len(img)):
             dst[k] = cache.image(img[k])[ys[k]:ys[k] + patch, xs[k]:xs[k] + patch]
-        return out
-    starts = (first[:, None] + np.arange(patch)[None, :] * stride[:, None]).reshape(-1)
-    return torch.from_numpy(cache.rows(patch * 3)[starts].view(np.uint8)).view(len(img), patch, patch, 3)
+    return out
 
 
 def crop_kernel() -> str:

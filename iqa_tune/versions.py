@@ -60,7 +60,7 @@ def _crop_kernel() -> str:
 
 def collect() -> dict:
     """Versions of iqa-tune (and its git commit), the libraries, Python, the GPU model (None: none) and which crop
-    kernel ran."""
+    kernel loads."""
     return {"iqa_tune": __version__, **_git(), **{name: _library(name) for name in LIBRARIES},
             "python": platform.python_version(), "gpu": _gpu(), "crop_kernel": _crop_kernel()}
 
