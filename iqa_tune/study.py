@@ -313,6 +313,10 @@ def build_tuner(space: Space, loc: Location, resume: bool, callbacks: list):
         search_alg=make_searcher(space),
         trial_dirname_creator=lambda t: t.trial_id,
         trial_name_creator=lambda t: t.trial_id,
+        # a trial starts in the worker process its predecessor ended in: no interpreter, torch and timm start-up
+        # per trial (8-10 s each on 2 cores; a 4-trial tiny study 110 -> 71 s). Every trial builds its own solver
+        # and seeds it, so a reused worker gives the same numbers as a fresh one.
+        reuse_actors=True,
     )
     return tune.Tuner(trainable, param_space=param_space(space), tune_config=tune_config, run_config=run_config)
 
