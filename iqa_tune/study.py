@@ -196,6 +196,11 @@ def _working_in(folder: Path) -> Iterator[None]:
         os.chdir(before)
 
 
+# A reused worker waits this long for the previous trial's function to unwind before it gives up and errors the
+# next trial (Tune's default, 2 s, is short on a loaded 2-core machine).
+REUSE_ENV = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "60"}
+
+
 @contextlib.contextmanager
 def connected(address: str | None, dashboard: bool, host: str, port: int, console: Console,
               exp_dir: Path, env: dict[str, str] | None = None) -> Iterator[None]:
@@ -223,7 +228,7 @@ def connected(address: str | None, dashboard: bool, host: str, port: int, consol
         with tempfile.TemporaryDirectory(prefix="iqa-tune-code-") as tmp, _working_in(exp_dir):
             # ray.init uploads the code before it returns
             kwargs["runtime_env"] = {"py_modules": [code_for_workers(Path(tmp))], "excludes": ["__pycache__"],
-                                     **({"env_vars": env} if env else {})}
+                                     "env_vars": {**REUSE_ENV, **(env or {})}}
             ctx = ray.init(address=address, **kwargs)
         try:
             url = getattr(ctx, "dashboard_url", None)
@@ -315,8 +320,10 @@ def build_tuner(space: Space, loc: Location, resume: bool, callbacks: list):
         trial_name_creator=lambda t: t.trial_id,
         # a trial starts in the worker process its predecessor ended in: no interpreter, torch and timm start-up
         # per trial (8-10 s each on 2 cores; a 4-trial tiny study 110 -> 71 s). Every trial builds its own solver
-        # and seeds it, so a reused worker gives the same numbers as a fresh one.
-        reuse_actors=True,
+        # and seeds it, so a reused worker gives the same numbers as a fresh one. Not under halving: its kept
+        # trials start after the rung, when Tune has already let the idle workers go, and a reuse that fails
+        # errors the next trial without telling the scheduler, whose rung would then wait for it forever.
+        reuse_actors=s.scheduler.type != "halving",
     )
     return tune.Tuner(trainable, param_space=param_space(space), tune_config=tune_config, run_config=run_config)
 

@@ -10,6 +10,7 @@ the study's storage (:class:`iqa_tune.storage.Store`: a folder or a URI), so the
 
 from __future__ import annotations
 
+import gc
 import tempfile
 from pathlib import Path
 
@@ -60,6 +61,9 @@ def _write_run_files(results: storage.Store, data, cfg) -> None:
 
 
 def hyperiqa_trainable(config: dict, space: Space, results: storage.Store) -> None:
+    if torch.cuda.is_available():  # a reused worker: give back what the previous trial's model held on the card
+        gc.collect()
+        torch.cuda.empty_cache()
     cfg = trial_config(space, config)
     data = prepare_data(cfg, progress=False)  # opens the cache the driver built (or builds it on a new node)
     _write_run_files(results, data, cfg)
