@@ -49,13 +49,10 @@ def _gpu() -> str | None:
 
 def _crop_kernel() -> str:
     """``compiled`` where the C crop kernel loads, ``numpy`` where the install had no compiler or the built file
-    does not load here (the same crops, slower: a data-path figure depends on it). Imported the way
-    :mod:`iqa_tune.patches` imports it; it needs nothing but Python."""
-    try:
-        from . import _gather  # noqa: F401
-    except ImportError:
-        return "numpy"
-    return "compiled"
+    does not load here (the same crops, slower: a data-path figure depends on it)."""
+    from .patches import crop_kernel
+
+    return crop_kernel()
 
 
 def collect() -> dict:
