@@ -98,7 +98,7 @@ def test_installed_command_validates_and_runs_a_shipped_space_by_name(venv, tmp_
 
     space = {"data": {"dataset": "demo", "patch_size": 32, "train_patches": 2, "test_patches": 2, "limit": 160,
                       "split": {"train": 0.6, "val": 0.2, "test": 0.2}},
-             "model": {"backbone": "resnet_micro"},
+             "model": {"backbone": "resnet_nano"},
              "train": {"epochs": 1, "batch_size": 16, "threads": 1},
              "search": {"loss.alpha": {"grid": [0.0]}},
              "study": {"name": "one", "storage": "results", "scheduler": {"type": "none"}}}
