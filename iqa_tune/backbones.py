@@ -2,8 +2,8 @@
 input normalisation its weights were trained with, and where offline pretrained weights come from.
 
 Below the config layer, so a config is checked against it before anything is built; the model builder and the
-solver read it too. "micro" entries are tiny configurations that train in seconds on a CPU (tests); any other
-timm model name with 4 feature stages is accepted as well (ImageNet normalisation).
+solver read it too. "micro" and "nano" entries are tiny configurations that train in seconds on a CPU (tests);
+any other timm model name with 4 feature stages is accepted as well (ImageNet normalisation).
 """
 
 from __future__ import annotations
