@@ -90,15 +90,14 @@ def _kernel_alone(cache, patch: int, batch: int, batches: int, epochs) -> list[f
     """The C kernel's bytes/s with every batch's offsets drawn beforehand, into a fresh batch each time as
     :func:`iqa_tune.patches.crop` does: the copy without the batch loop's Python around it."""
     from . import _gather
-    from .patches import random_offsets
+    from .patches import crop_offsets, random_offsets
 
     rng = np.random.default_rng(0)
     plans = []
     for _ in range(batches):
         img = rng.integers(0, len(cache), batch)
-        ys, xs = random_offsets(cache, img, patch, rng)
-        off, _, w = cache.index[img].T
-        plans.append(((off + ys * w * 3 + xs * 3).astype(np.int64), (w * 3).astype(np.int64)))
+        first, stride = crop_offsets(cache, img, *random_offsets(cache, img, patch, rng))
+        plans.append((first.astype(np.int64), stride.astype(np.int64)))
     out = []
     for _ in epochs:
         t = time.perf_counter()

@@ -33,6 +33,14 @@ class PatchBatch:
     flips: torch.Tensor | None = None  # int64 positions of the patches to mirror, done on the device by Normalizer
 
 
+def crop_offsets(cache: ImageCache, img: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each crop starts in the cache (the byte of its top-left pixel) and its row stride in bytes (its image's
+    width x 3): the crop's rows are evenly spaced from there."""
+    off, _, w = cache.index[img].T
+    stride = w * 3
+    return off + ys * stride + xs * 3, stride
+
+
 def crop(cache: ImageCache, img: np.ndarray, ys: np.ndarray, xs: np.ndarray, patch: int,
          pin: bool = False) -> torch.Tensor:
     """The crops as one uint8 (B, P, P, 3) tensor.
@@ -48,9 +56,7 @@ def crop(cache: ImageCache, img: np.ndarray, ys: np.ndarray, xs: np.ndarray, pat
     flips happen after the transfer (:class:`Normalizer`)."""
     kernel = _gather  # read once: numpy_crops() may swap the global between two reads
     shape = (len(img), patch, patch, 3)
-    off, _, w = cache.index[img].T
-    stride = w * 3
-    first = off + ys * stride + xs * 3
+    first, stride = crop_offsets(cache, img, ys, xs)
     if kernel is None and not pin:
         starts = (first[:, None] + np.arange(patch)[None, :] * stride[:, None]).reshape(-1)
         return torch.from_numpy(cache.rows(patch * 3)[starts].view(np.uint8)).view(shape)
