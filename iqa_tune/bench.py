@@ -328,7 +328,7 @@ HORIZON_SEARCH = {"train.lr": {"grid": [1.0e-4, 3.0e-4, 1.0e-3]}, "model.freeze_
 def bench_horizon(quick: bool, tmp: Path) -> dict:
     """12 grid points x 8 epochs with the pretrained demo backbone: run to the end once, then under ASHA and
     under synchronous halving (grace 1, factor 3: the shipped spaces' setting; factor 4 cost more on this grid,
-    docs/bench-horizon-cpu-2026-11b.json), each against that same full grid."""
+    docs/bench/bench-horizon-cpu-2026-11b.json), each against that same full grid."""
     search = HORIZON_SEARCH if not quick else {"train.lr": {"grid": [1.0e-4, 1.0e-3]}}
     base = json.loads(json.dumps(HORIZON_BASE))
     if quick:

@@ -52,7 +52,7 @@ def _check(fn) -> dict:
 class SplitConfig:
     train: float = field(default=0.7, metadata=_check(_fraction))  # 0.7/0.1/0.2: common IQA protocol + a val set
     val: float = field(default=0.1, metadata=_check(_fraction))  # val selects the epoch; never the test set
-    test: float = field(default=0.2, metadata=_check(_fraction))
+    test: float = field(default=0.2, metadata=_check(_fraction))  # read at the epoch val chose, never to select
     seed: int = 0  # which random split; search it to get the IQA convention of medians over splits
     official: bool = True  # use the release's own train/val/test sets where it ships them (KonIQ-10k)
 
