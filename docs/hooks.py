@@ -18,5 +18,6 @@ def on_files(files, config):
 
     for path, text in docgen.pages().items():
         files.append(File.generated(config, path, content=text))
-    files.append(File.generated(config, "changelog.md", content=(ROOT / "CHANGELOG.md").read_text()))
+    changelog = (ROOT / "CHANGELOG.md").read_text().replace("](docs/", "](")  # its links, seen from docs/
+    files.append(File.generated(config, "changelog.md", content=changelog))
     return files

@@ -5,6 +5,7 @@ pages are ones iqa-tune accepts."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shlex
 import subprocess
@@ -132,8 +133,9 @@ def test_site_builds_strictly(tmp_path):
     """mkdocs build --strict: a broken link or anchor, a page missing from the nav or a nav entry without a page
     fails; the generated pages are in the site."""
     out = tmp_path / "site"
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # Material's banner about its successor
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(ROOT / "mkdocs.yml"),
-                           "-d", str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+                           "-d", str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     page = (out / "reference" / "config" / "index.html").read_text()
     assert "reduction_factor" in page and "patches_per_image" in page
