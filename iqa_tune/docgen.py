@@ -187,8 +187,8 @@ def _table(rows: list[KeyDoc]) -> list[str]:
             doc = " ".join(p for p in (k.doc, f"[its keys](#{anchor(k.path)})") if p)
             out.append(f"| `{name}` | section | {_cell(_code(k.default))} |  | {_cell(doc)} |")
             continue
-        out.append(f"| `{name}` | {_cell(_code(k.type))} | {_cell(_code(k.default))} | {_cell(k.check)} | "
-                   f"{_cell(k.doc)} |")
+        kinds = " or ".join(_code(t) for t in k.type.split(" | "))  # a code span cannot hold an escaped |
+        out.append(f"| `{name}` | {kinds} | {_cell(_code(k.default))} | {_cell(k.check)} | {_cell(k.doc)} |")
     return out
 
 
