@@ -305,9 +305,9 @@ def cli_page() -> str:
              ._choices_actions}
     out = ["# Command-line reference", "",
            "Generated from the argument parser (`iqa_tune/cli.py`) on every build of this site: what "
-           "`iqa-tune COMMAND --help` prints. Every command ends with examples. Exit codes: 0 done, 1 every "
-           "trial errored, 2 bad input (a one-line message naming the file and key), 130 interrupted "
-           "(resumable).", "", "| command | what it does |", "|---|---|"]
+           "`iqa-tune COMMAND --help` prints. Every command ends with examples. Exit codes: 0 done; 1 every "
+           "trial errored (`run`, `confirm`); 2 bad input (a one-line message naming the file and key or row, "
+           "nothing started or nothing computed lost); 130 interrupted (resumable).", "", "| command | what it does |", "|---|---|"]
     out += [f"| [`{name}`](#{name}) | {_cell(helps.get(name) or '')} |" for name in subcommands(p)]
     out += ["", "## `iqa-tune`", "", "```text", help_text(p).rstrip(), "```", ""]
     for name, sp in subcommands(p).items():
