@@ -107,13 +107,19 @@ def check_text(cls: type, name: str) -> str:
 
 
 def _section_type(tp) -> type | None:
-    """The dataclass a field holds (``ConfirmConfig | None`` counts), else None."""
+    """The dataclass a field holds: itself, optional (``ConfirmConfig | None``) or as the items of a list (each
+    item a section of the same keys); else None."""
     if dataclasses.is_dataclass(tp):
         return tp
-    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType, list):
         return None
-    found = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+    found = [_section_type(a) for a in typing.get_args(tp)]
+    found = [a for a in found if a is not None]
     return found[0] if len(found) == 1 else None
+
+
+def _is_list(tp) -> bool:
+    return typing.get_origin(tp) is list or any(typing.get_origin(a) is list for a in typing.get_args(tp))
 
 
 def _default(f: dataclasses.Field) -> str:
@@ -144,7 +150,8 @@ def keys(cls: type, prefix: str = "") -> Iterator[KeyDoc]:
     for f in dataclasses.fields(cls):
         path = f"{prefix}.{f.name}" if prefix else f.name
         inner = _section_type(hints[f.name])
-        yield KeyDoc(path, type_name(hints[f.name]) if inner is None else "section", _default(f),
+        kind = "list of sections" if inner is not None and _is_list(hints[f.name]) else "section"
+        yield KeyDoc(path, type_name(hints[f.name]) if inner is None else kind, _default(f),
                      check_text(cls, f.name), field_comment(cls, f.name), inner is not None)
         if inner is not None:
             yield from keys(inner, path)
@@ -185,7 +192,7 @@ def _table(rows: list[KeyDoc]) -> list[str]:
         name = k.path.rpartition(".")[2]
         if k.section:
             doc = " ".join(p for p in (k.doc, f"[its keys](#{anchor(k.path)})") if p)
-            out.append(f"| `{name}` | section | {_cell(_code(k.default))} |  | {_cell(doc)} |")
+            out.append(f"| `{name}` | {k.type} | {_cell(_code(k.default))} |  | {_cell(doc)} |")
             continue
         kinds = " or ".join(_code(t) for t in k.type.split(" | "))  # a code span cannot hold an escaped |
         out.append(f"| `{name}` | {kinds} | {_cell(_code(k.default))} | {_cell(k.check)} | {_cell(k.doc)} |")

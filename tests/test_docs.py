@@ -31,7 +31,9 @@ def _walk(cls: type, prefix: str) -> set[str]:
         path = f"{prefix}.{f.name}" if prefix else f.name
         out.add(path)
         tp = typing.get_type_hints(cls)[f.name]
-        inner = [a for a in (tp, *typing.get_args(tp)) if dataclasses.is_dataclass(a)]
+        args = [tp, *typing.get_args(tp)]
+        args += [b for a in args for b in typing.get_args(a)]  # list[Section] | None
+        inner = [a for a in args if dataclasses.is_dataclass(a)]
         if inner:
             out |= _walk(inner[0], path)
     return out
@@ -64,6 +66,22 @@ def test_every_key_and_primitive_has_a_description():
     for name in space.PRIMITIVES:
         assert docgen.primitive_comment(name), f"search primitive {name} has no comment in space.PRIMITIVES"
         assert f"| `{name}` |" in page
+
+
+@dataclasses.dataclass
+class Item:
+    name: str = "x"  # the item's name
+
+
+@dataclasses.dataclass
+class Holder:
+    items: list[Item] = dataclasses.field(default_factory=list)  # several sections of one shape
+
+
+def test_a_list_of_sections_is_documented_key_by_key():
+    rows = {k.path: k for k in docgen.keys(Holder)}
+    assert rows["items"].section and rows["items"].type == "list of sections"
+    assert rows["items.name"].doc == "the item's name"
 
 
 def test_reference_reads_defaults_and_checks_from_the_config():
