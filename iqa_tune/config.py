@@ -210,7 +210,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 return _coerce(value, option, path)
             except UserError:
                 continue
-        raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        names = [str(a) for o in typing.get_args(tp) if typing.get_origin(o) is Literal for a in typing.get_args(o)]
+        hint = did_you_mean(str(value), names) if names else ""
+        raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}{hint}")
     if origin is Literal:
         if value in typing.get_args(tp):
             return value
