@@ -271,11 +271,13 @@ def bench_eval(quick: bool) -> dict:
 
     epochs = 2 if quick else 4
     train = {**BENCH_BASE["train"], "epochs": epochs, "threads": 2}
-    before = build_run_config({**BENCH_BASE, "data": {**BENCH_BASE["data"], "train_eval_images": 0}, "train": train})
+    # the shares depend on the splits' proportions and the crop counts, not on the dataset's size: 400 images
+    base = {**BENCH_BASE["data"], "limit": 400}
+    before = build_run_config({**BENCH_BASE, "data": {**base, "train_eval_images": 0}, "train": train})
     data = prepare_data(before, progress=False)
     n_test = len(data.split["test"])
     extra = [{"name": "demo_again", "dataset": "demo", "limit": n_test}]
-    after = build_run_config({**BENCH_BASE, "data": {**BENCH_BASE["data"], "extra_tests": extra}, "train": train})
+    after = build_run_config({**BENCH_BASE, "data": {**base, "extra_tests": extra}, "train": train})
     solvers = {"before": Solver(before, data), "after": Solver(after, prepare_data(after, progress=False))}
     rows: dict[str, list[dict]] = {k: [] for k in solvers}
     for _ in range(epochs):
