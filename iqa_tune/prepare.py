@@ -28,7 +28,8 @@ class PreparedData:
 
     def write_run_files(self, out: Path, cfg: RunConfig) -> None:
         """The resolved config and the split, next to a run's results."""
-        records.write_run_files(out, to_dict(cfg), split_record(self.catalog, self.split))
+        records.write_run_files(out, to_dict(cfg), {**split_record(self.catalog, self.split),
+                                                    "cache": self.cache.record()})
 
     def save_test_predictions(self, path: Path, per_image: np.ndarray, epoch: int) -> None:
         idx = self.split["test"]
