@@ -152,8 +152,14 @@ def sigterm_as_interrupt() -> None:
     immediate exit, so the driver calls this again after it. Main thread only (Python's rule for handlers)."""
     import threading
 
+    def as_ctrl_c(signum, frame) -> None:
+        handler = signal.getsignal(signal.SIGINT)  # Python's (KeyboardInterrupt), or Tune's graceful stop
+        if not callable(handler):
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
+
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+        signal.signal(signal.SIGTERM, as_ctrl_c)
 
 
 @contextlib.contextmanager

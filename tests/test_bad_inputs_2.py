@@ -12,8 +12,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -376,15 +376,23 @@ def test_an_address_that_accepts_but_is_not_ray_is_refused_in_seconds(tmp_path, 
                 timeout=30), f"--address {silent_listener}: something accepts connections there but says nothing")
 
 
-def test_sigterm_stops_run_like_ctrl_c(tmp_path, silent_listener):
-    proc = subprocess.Popen([sys.executable, "-m", "iqa_tune.cli", "run", str(write(tmp_path, TINY_SPACE)),
-                             "--address", silent_listener, "--storage", str(tmp_path / "s")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    time.sleep(1.5)  # importing Ray, or already waiting on the silent address: either stage must stop
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=20)
+def test_sigterm_stops_run_like_ctrl_c_while_it_waits_on_an_address():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(60)
+    with srv, tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.Popen([sys.executable, "-m", "iqa_tune.cli", "run", str(write(Path(tmp), TINY_SPACE)),
+                                 "--address", f"127.0.0.1:{srv.getsockname()[1]}", "--storage", f"{tmp}/s"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        conn, _ = srv.accept()  # the driver is waiting for the address to answer: stop it there
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        conn.close()
+    # 130, not the probe's exit 2 ("says nothing"): the signal ended the wait, the probe did not time out
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in out + err, out + err
+    assert "says nothing" not in err
 
 
 def test_the_probe_accepts_a_grpc_server():
