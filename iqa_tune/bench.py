@@ -15,6 +15,7 @@ measured in the same run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -31,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import records
-from .cache import build_or_open
+from .cache import build_or_open, cache_key
 from .cli import BENCH_SECTIONS as SECTIONS
 from .config import DataConfig, build_run_config, cache_root
 from .datasets import Catalog
@@ -111,6 +112,30 @@ def _kernel_alone(cache, patch: int, batch: int, batches: int, epochs) -> list[f
     return out
 
 
+def cache_key_costs(cat: Catalog, resize, rounds: int = 3) -> dict:
+    """What keying the cache costs per image, at every trial's start: the file stamps the key reads (size, ns
+    mtime and ctime, inode) against a content hash of every file (sha1, the files already in the page cache: the
+    hash's best case). Medians of ``rounds``, in one process."""
+    def stamps() -> None:
+        cache_key(cat, resize)
+
+    def content() -> None:
+        h = hashlib.sha1()
+        for p in cat.paths:
+            h.update((cat.root / p).read_bytes())
+
+    out = {}
+    for name, fn in (("stat_key", stamps), ("content_hash", content)):
+        times = []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        out[f"{name}_ms_per_image"] = 1000 * statistics.median(times) / len(cat)
+    out["content_hash_vs_stat_key"] = out["content_hash_ms_per_image"] / out["stat_key_ms_per_image"]
+    return out
+
+
 def bench_data(quick: bool) -> dict:
     import torch
 
@@ -120,6 +145,7 @@ def bench_data(quick: bool) -> dict:
         t0 = time.perf_counter()
         cache = build_or_open(cat, [512, 384], Path(tmp) / "cache", progress=False)
         build_s = time.perf_counter() - t0
+        key_costs = cache_key_costs(cat, [512, 384])
         rng = np.random.default_rng(0)
         ref = _reference_patches(cat, 150 if quick else 600, patch, rng)
         idx = np.arange(len(cat))
@@ -181,7 +207,7 @@ def bench_data(quick: bool) -> dict:
         small_numpy_bps = statistics.median(small_numpy) * small_bytes
         alone = {"kernel_alone_gb_s": statistics.median(kernel_alone) / 1e9,
                  "fraction_of_copy_kernel_alone": statistics.median(kernel_alone) / copy_bps} if kernel_alone else {}
-        return {"images": n_images, "patch": patch, "cache_build_s": build_s, "crop_kernel": crop_kernel(),
+        return {"images": n_images, "patch": patch, "cache_build_s": build_s, **key_costs, "crop_kernel": crop_kernel(),
                 "reference_patches_per_s": ref, "ours_crop_patches_per_s": statistics.median(crop_only),
                 "numpy_crop_patches_per_s": statistics.median(crop_numpy),
                 "kernel_speedup": ours_bps / numpy_bps, "fraction_of_copy_numpy_crop": numpy_bps / copy_bps,
@@ -358,8 +384,7 @@ def bench_asha(quick: bool, tmp: Path) -> dict:
 HORIZON_BASE = {
     "data": {"dataset": "demo", "patch_size": 64, "train_patches": 1, "test_patches": 2,
              "split": {"train": 0.6, "val": 0.2, "test": 0.2}},
-    "model": {"backbone": "efficientnet_lite0", "pretrained": True},
-    "loss": {"margin": 1.0},
+    "model": {"backbone": "efficientnet_lite0", "pretrained": True},  # plain L1: no ranking loss, no margin
     "train": {"optimizer": "adamw", "batch_size": 32, "schedule": "cosine", "warmup_epochs": 0.5},
 }
 HORIZON_SEARCH = {"train.lr": {"grid": [1.0e-4, 3.0e-4, 1.0e-3]}, "model.freeze_stages": {"grid": [1, 3]},

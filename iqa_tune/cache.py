@@ -23,7 +23,7 @@ from PIL import Image, ImageFile
 from .datasets import Catalog
 from .errors import UserError
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: keyed on KEY_FIELDS (1: size and whole-second mtime)
 
 
 def target_size(w: int, h: int, resize: list[int] | int | None) -> tuple[int, int]:
@@ -107,13 +107,30 @@ class ImageCache:
     def __len__(self) -> int:
         return len(self.index)
 
+    def record(self) -> dict:
+        """How this run's pixels were found, for its records: the cache folder, the key fields that matched, and
+        whether this process decoded the images (False: an existing cache matched every file's stamp)."""
+        return {"folder": str(self.folder), "key": "+".join(KEY_FIELDS), "decoded_here": self.decoded > 0}
+
+
+# what identifies an image's bytes in the cache key, recorded with every run (split.json, "cache"): a rewrite
+# changes the change time (ctime, which no tool can set back) and, unless a tool sets it back, the mtime, both in
+# nanoseconds; a file replaced by another (a rename over it) changes the inode. Not a content hash: it would read
+# every image at every trial start (the figure is in the README's performance section)
+KEY_FIELDS = ("size", "mtime_ns", "ctime_ns", "inode", "device")
+
+
+def file_stamp(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"
+
 
 def cache_key(cat: Catalog, resize) -> str:
+    """Names the cache of (catalog, resize): the paths, and each file's :data:`KEY_FIELDS`."""
     h = hashlib.sha1()
     h.update(json.dumps([CACHE_FORMAT, cat.name, str(cat.root), resize, cat.paths]).encode())
     for p in cat.paths:
-        st = (cat.root / p).stat()
-        h.update(f"{st.st_size}:{int(st.st_mtime)}".encode())
+        h.update(file_stamp(cat.root / p).encode())
     return h.hexdigest()[:16]
 
 

@@ -272,6 +272,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from .instance import sigterm_as_interrupt
+
+    sigterm_as_interrupt()  # SIGTERM stops every command as Ctrl-C does: what is written is kept, exit 130
     try:
         return args.fn(args)
     except UserError as e:

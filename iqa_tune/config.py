@@ -39,9 +39,29 @@ def _open_fraction(v: Any) -> str | None:
     return None if 0 <= v < 1 else "must be in [0, 1)"
 
 
+NAME_MAX = 100  # characters of a run or study name: a folder name, well under the 255 bytes file systems allow
+NAME_RULE = (f"must be a folder name: 1 to {NAME_MAX} of the characters A-Z a-z 0-9 . _ -, not starting with "
+             "'.' or '-'")
+
+
+def name_problem(v: str) -> str | None:
+    """The one rule for every name that becomes a folder (run name, study name, --name): it stays one folder
+    inside its parent (no '/', '..' or empty name) and fits the file system."""
+    ok = (0 < len(v) <= NAME_MAX and v[0] not in ".-"
+          and all(c.isascii() and (c.isalnum() or c in "._-") for c in v))
+    return None if ok else NAME_RULE
+
+
+def check_name(value: str, key: str) -> str:
+    """``value`` as a folder name, or a :class:`UserError` naming ``key`` (a key path, or a flag: --name)."""
+    problem = name_problem(value)
+    if problem:
+        raise UserError(f"{key}: {problem}, got {value!r}")
+    return value
+
+
 def _folder_name(v: Any) -> str | None:
-    ok = v.strip() not in ("", ".", "..") and not {"/", "\\", "\0"} & set(v)
-    return None if ok else "must be a folder name (not empty, '.' or '..', no '/')"
+    return name_problem(v)
 
 
 def _check(fn) -> dict:
@@ -310,6 +330,7 @@ def _cross_checks(cfg: RunConfig) -> None:
         raise UserError(f"model.target_in ({m.target_in}) must exceed 3 x model.lda_channels ({3 * m.lda_channels})")
     if t.device not in ("auto", "cpu") and not t.device.startswith("cuda"):
         raise UserError(f"train.device: expected auto, cpu, cuda or cuda:N, got {t.device!r}")
+    _check_keys_act(cfg)
     fixed = fixed_input_size(m.backbone, m.backbone_kwargs)
     if fixed is not None and fixed != d.patch_size:
         raise UserError(f"data.patch_size ({d.patch_size}) must equal the input size of model.backbone {m.backbone} "
@@ -347,6 +368,50 @@ def _check_extra_tests(d: DataConfig) -> None:
             raise UserError(f"{path}.name: {x.key!r} is already the name of {other}{how}")
         seen[x.key] = i
         _check_resize(x.resize, f"{path}.resize")
+# datasets whose release has one label: data.label has nothing to choose there (the koniq10k adapter reads it)
+ONE_LABEL = {"demo": "score (100 x SSIM)", "livec": "MOS (AllMOS_release)", "kadid10k": "dmos (a MOS)",
+             "spaq": "MOS"}
+
+
+def _check_keys_act(cfg: RunConfig) -> None:
+    """Keys whose value the rest of the config ignores, whatever is searched: refused, naming the key that does
+    the job (a key accepted and ignored is a run that silently differs from what its config.yaml says)."""
+    d = cfg.data
+    if d.label is not None and d.dataset == "csv":
+        raise UserError(f"data.label: the csv dataset reads its label from the column named by data.columns.score "
+                        f"(now {d.columns.score!r}); set data.columns.score: {d.label} and remove data.label")
+    if d.label is not None and d.dataset in ONE_LABEL:
+        raise UserError(f"data.label: the {d.dataset} dataset has one label, {ONE_LABEL[d.dataset]}; remove "
+                        "data.label")
+    if d.dataset != "csv" and d.csv_file is not None:
+        raise UserError(f"data.csv_file: only the csv dataset reads it; {d.dataset} reads its release's own label "
+                        "file: remove data.csv_file, or set data.dataset: csv")
+    if d.dataset != "csv" and d.columns != ColumnsConfig():
+        raise UserError(f"data.columns: only the csv dataset reads it; {d.dataset} reads its release's own "
+                        "columns: remove data.columns, or set data.dataset: csv")
+    if cfg.model.checkpoint and cfg.model.pretrained:
+        raise UserError("model.pretrained: model.checkpoint gives the backbone's weights, so pretrained does "
+                        "nothing; remove one of the two")
+
+
+def refuse_inert_settings(cfg: RunConfig, searched: set[str] | frozenset[str] = frozenset()) -> None:
+    """A fixed setting, away from its default, that another fixed setting makes inert (:data:`INERT_WHEN`, and the
+    schedule under train.reference_compat) is refused, naming both keys. Where either key is searched
+    (``searched``: dotted keys), the study folds the trials it makes identical and says why instead."""
+    defaults = RunConfig()
+    for key, (depends, values, why) in INERT_WHEN.items():
+        if key in searched or depends in searched or get_value(cfg, depends) not in values:
+            continue
+        if get_value(cfg, key) != get_value(defaults, key):
+            raise UserError(f"{key}: {why}, so {key} ({get_value(cfg, key)!r}) does nothing; remove it, or "
+                            f"change {depends}")
+    if cfg.train.reference_compat and "train.reference_compat" not in searched:
+        for key in ("train.schedule", "train.warmup_epochs", "train.step_size", "train.step_factor",
+                    "train.cosine_floor"):
+            if key not in searched and get_value(cfg, key) != get_value(defaults, key):
+                raise UserError(f"{key}: train.reference_compat trains with the reference solver's dynamics, "
+                                f"which apply no schedule or warmup, so {key} does nothing; remove it, or set "
+                                "train.reference_compat: false")
 
 
 def check_run_config(cfg: RunConfig, source: str = "") -> RunConfig:
@@ -372,7 +437,12 @@ def read_yaml(path: str | os.PathLike) -> dict:
 
 
 def load_run_config(path: str | os.PathLike) -> RunConfig:
-    return build_run_config(read_yaml(path), str(path))
+    cfg = build_run_config(read_yaml(path), str(path))
+    try:
+        refuse_inert_settings(cfg)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+    return cfg
 
 
 def to_dict(cfg: Any) -> dict:

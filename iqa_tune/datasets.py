@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 
 from .config import DATASET_NAMES, ColumnsConfig, DataConfig, SplitConfig, cache_root
 from .errors import UserError, did_you_mean
+from .yamlfile import utf16_problem
 
 
 @dataclass
@@ -33,16 +35,21 @@ class Catalog:
     official: dict[str, list[int]] | None = None  # the release's own split, as indices
     label: str = "score"
     label_file: str = ""
+    # where each image is listed in label_file, as the error messages name it ("row 12", "entry 8"); None = row i+2
+    rows: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def row(self, i: int) -> str:
+        return self.rows[i] if self.rows is not None else f"row {i + 2}"
 
     def take(self, n: int) -> Catalog:
         keep = set(range(n))
         official = None if self.official is None else {
             k: [i for i in v if i in keep] for k, v in self.official.items()}
         return Catalog(self.name, self.root, self.paths[:n], self.scores[:n], self.refs[:n], self.resize, official,
-                       self.label, self.label_file)
+                       self.label, self.label_file, None if self.rows is None else self.rows[:n])
 
 
 LINE = "__line__"  # key of a row's line number in the file (the header is line 1, as a spreadsheet shows it)
@@ -54,6 +61,9 @@ def _read_csv(path: Path, required: list[str], optional: tuple[str, ...] = ()) -
     if not path.is_file():
         raise UserError(f"{path}: label file not found")
     raw = path.read_bytes()
+    problem = utf16_problem(raw, path)
+    if problem:
+        raise UserError(problem)
     if b"\0" in raw:
         raise UserError(f"{path}: a binary file, not CSV text")
     try:
@@ -84,6 +94,10 @@ def _read_csv(path: Path, required: list[str], optional: tuple[str, ...] = ()) -
     return out
 
 
+def _row_names(rows: list[dict]) -> list[str]:
+    return [f"row {r[LINE]}" for r in rows]
+
+
 def _score(value, path: Path, row: int, column: str) -> float:
     """Row numbers count the header as row 1, as a spreadsheet shows them."""
     try:
@@ -96,25 +110,49 @@ def _score(value, path: Path, row: int, column: str) -> float:
 
 
 def _check_images(root: Path, paths: list[str], label_file: Path, rows: list[int]) -> None:
-    """Every listed image exists, once: a path listed twice could land in two splits."""
-    first: dict[str, int] = {}
+    """Every listed image exists (that each is listed once is :func:`check_unique_files`, for every adapter)."""
     for p, row in zip(paths, rows):
         if not (root / p).is_file():
             raise UserError(f"{label_file}: row {row}: image not found: {root / p}")
-        if p in first:
-            raise UserError(f"{label_file}: row {row}: {p} is already listed at row {first[p]}")
-        first[p] = row
+
+
+def file_identity(path: Path) -> tuple[int, int]:
+    """The file a path resolves to, whatever its spelling (./, .., a symlink, a hard link): (device, inode)."""
+    st = path.stat()
+    return st.st_dev, st.st_ino
+
+
+def check_unique_files(cat: Catalog) -> None:
+    """Every image of the catalog is a different file: one photo listed twice, even under two spellings
+    (img/a.jpg and ./img/a.jpg, a symlink to it), could land in two splits with two labels. Refused naming both
+    rows. Every catalog passes here (:func:`load_catalog`), whichever adapter read it."""
+    first: dict[tuple[int, int], int] = {}
+    for i, p in enumerate(cat.paths):
+        path = cat.root / p
+        try:
+            key = file_identity(path)
+        except OSError as e:
+            raise UserError(f"{cat.label_file}: {cat.row(i)}: image not readable: {path} ({e.strerror})") from None
+        j = first.setdefault(key, i)
+        if j != i:
+            same = "" if cat.paths[j] == p else f" (the same file as {cat.paths[j]}: {os.path.realpath(path)})"
+            raise UserError(f"{cat.label_file}: {cat.row(i)}: {p} is already listed at {cat.row(j)}{same}; "
+                            "list each image once")
 
 
 def _koniq_sets(rows: list[dict], label_file: Path, sets_file: Path) -> dict[str, list[int]] | None:
     """The official split, from a 'set' column of the label file or from koniq10k_distributions_sets.csv."""
     if "set" in rows[0]:
-        where, holder = {r["image_name"]: (r["set"], r[LINE]) for r in rows}, label_file
+        sets, holder = rows, label_file
     elif sets_file.is_file():
-        where = {r["image_name"]: (r["set"], r[LINE]) for r in _read_csv(sets_file, ["image_name", "set"])}
-        holder = sets_file
+        sets, holder = _read_csv(sets_file, ["image_name", "set"]), sets_file
     else:
         return None
+    where: dict[str, tuple[str, int]] = {}
+    for r in sets:  # an image in two sets would land in two splits
+        first = where.setdefault(r["image_name"], (r["set"], r[LINE]))
+        if first[1] != r[LINE]:
+            raise UserError(f"{holder}: row {r[LINE]}: {r['image_name']} is already listed at row {first[1]}")
     names = {"training": "train", "train": "train", "validation": "val", "val": "val", "test": "test"}
     official: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     for i, r in enumerate(rows):
@@ -139,7 +177,7 @@ def koniq10k(cfg: DataConfig, root: Path) -> Catalog:
     _check_images(root, paths, label_file, [r[LINE] for r in rows])
     official = _koniq_sets(rows, label_file, root / "koniq10k_distributions_sets.csv")
     return Catalog("koniq10k", root, paths, scores, [r["image_name"] for r in rows], [512, 384], official,
-                   column, str(label_file))
+                   column, str(label_file), _row_names(rows))
 
 
 def _mat_entries(path: Path, key: str) -> np.ndarray:
@@ -177,7 +215,8 @@ def livec(cfg: DataConfig, root: Path) -> Catalog:
         _score(v, mos_file, row, "AllMOS_release")
     paths = [f"Images/{n}" for n in names]
     _check_images(root, paths, names_file, rows)
-    return Catalog("livec", root, paths, mos, names, None, None, "MOS", str(mos_file))
+    return Catalog("livec", root, paths, mos, names, None, None, "MOS", str(mos_file),
+                   [f"entry {r} of {names_file.name}" for r in rows])
 
 
 def kadid10k(cfg: DataConfig, root: Path) -> Catalog:
@@ -188,7 +227,7 @@ def kadid10k(cfg: DataConfig, root: Path) -> Catalog:
     scores = np.array([_score(r["dmos"], label_file, r[LINE], "dmos") for r in rows])
     _check_images(root, paths, label_file, [r[LINE] for r in rows])
     return Catalog("kadid10k", root, paths, scores, [r["ref_img"] for r in rows], None, None, "dmos",
-                   str(label_file))
+                   str(label_file), _row_names(rows))
 
 
 def spaq(cfg: DataConfig, root: Path) -> Catalog:
@@ -217,7 +256,8 @@ def spaq(cfg: DataConfig, root: Path) -> Catalog:
     scores = np.array([_score(r[mi] if len(r) > mi else None, label_file, n, "MOS") for n, r in body])
     _check_images(root, paths, label_file, [n for n, _ in body])
     # originals are large phone photos: shorter side to 512 unless the config says otherwise
-    return Catalog("spaq", root, paths, scores, [str(r[ni]) for _, r in body], 512, None, "MOS", str(label_file))
+    return Catalog("spaq", root, paths, scores, [str(r[ni]) for _, r in body], 512, None, "MOS", str(label_file),
+                   [f"row {n}" for n, _ in body])
 
 
 def generic_csv(cfg: DataConfig, root: Path) -> Catalog:
@@ -233,7 +273,7 @@ def generic_csv(cfg: DataConfig, root: Path) -> Catalog:
     scores = np.array([_score(r[c.score], label_file, r[LINE], c.score) for r in rows])
     _check_images(root, paths, label_file, [r[LINE] for r in rows])
     return Catalog("csv", root, paths, scores, _csv_refs(rows, paths, c, label_file), None, None, c.score,
-                   str(label_file))
+                   str(label_file), _row_names(rows))
 
 
 def _csv_refs(rows: list[dict], paths: list[str], c: ColumnsConfig, label_file: Path) -> list[str]:
@@ -287,6 +327,7 @@ def load_catalog(cfg: DataConfig) -> Catalog:
     if not root.is_dir() and cfg.dataset != "demo":
         raise UserError(f"data.root: no such folder: {root}")
     cat = DATASETS[cfg.dataset](cfg, root)
+    check_unique_files(cat)
     if len(cat) == 0:
         raise UserError(f"{cat.label_file}: no images listed")
     if np.ptp(cat.scores) == 0:  # SRCC of anything against a constant is undefined: a wrong column, most likely

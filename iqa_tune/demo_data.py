@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from .errors import UserError
+
 DEMO_VERSION = "demo-v2"  # v2: 3 views per photo (v1: the centre crop only, 496 images)
 SIZE = (192, 144)  # width, height
 
@@ -114,11 +116,26 @@ def pseudo_mos(reference: Image.Image, distorted: Image.Image) -> float:
     return round(100 * max(ssim, 0.0), 3)
 
 
+def _check_target(out: Path) -> None:
+    """The demo dataset is a folder of its own: refuse a file, or a folder holding something else, by path."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: a file; the demo dataset is a folder (images/ and labels.csv): give a new or "
+                        "empty folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise UserError(f"{out}: a folder that holds other files; the demo dataset needs a new or empty folder")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{out}: {parent} is a file, not a folder")
+            break
+
+
 def build_demo(out: Path, progress: bool = False) -> Path:
     """Write the demo dataset to ``out`` (images/ + labels.csv); does nothing if it is already there."""
     out = Path(out)
     if (out / "labels.csv").is_file():
         return out
+    _check_target(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a shared cache must be readable by every user's trials
@@ -148,6 +165,9 @@ def build_demo(out: Path, progress: bool = False) -> Path:
             tmp.rename(out)
         except OSError:  # built concurrently by another process: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
+            if not (out / "labels.csv").is_file():  # or something else took the place: never claim a build
+                _check_target(out)
+                raise UserError(f"{out}: could not put the demo dataset there") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -88,6 +88,80 @@ def _reachable(address: str, timeout: float = 1.0) -> bool:
         return False
 
 
+PROBE_TIMEOUT_S = 5.0  # per step of the --address probe (connect, then the greeting): a cluster answers in ms
+# HTTP/2's client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, the Ray Client server) answers
+# with a SETTINGS frame of its own (frame type 4) before any request, authentication or version check
+H2_GREETING = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+ADDRESS_FIX = ("start a cluster there with `ray start --head` (and give its address as it prints it, host:6379, or "
+               "ray://host:10001 for Ray Client), reach it through an SSH tunnel, or omit --address to run on a "
+               "local instance")
+
+
+def _greeting(host: str, port: int, timeout: float) -> bytes | None:
+    """The first 9 bytes (a frame header) the server sends back to an HTTP/2 greeting; None: it said nothing
+    within ``timeout``. A connection that fails raises OSError (TimeoutError: no answer to the connect)."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):  # TLS first: a connection is all we test
+            return bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+        s.settimeout(timeout)
+        head = b""
+        try:
+            s.sendall(H2_GREETING)
+            while len(head) < 9:
+                chunk = s.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+        except TimeoutError:
+            return None
+        except OSError:  # reset by a server that does not speak HTTP/2
+            pass
+        return head
+
+
+def check_address(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """``--address``: something that speaks gRPC, as Ray's GCS and Ray Client do, must answer there within seconds,
+    or the study stops with exit 2. ``ray.init`` would retry for minutes against an address where nothing (or
+    something else) listens, and inside that wait no signal handler runs, so not even SIGTERM ends it. ``auto`` is
+    Ray's own lookup, which fails at once when it finds nothing."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--address {address}: expected host:port (the GCS, port 6379 by default), "
+                        "ray://host:port (Ray Client, 10001) or auto")
+    try:
+        head = _greeting(host, int(port), timeout)
+    except TimeoutError:
+        raise UserError(f"--address {address}: no answer to a connection within {timeout:g} s (a firewall, or a "
+                        f"host that is down); {ADDRESS_FIX}") from None
+    except OSError as e:
+        raise UserError(f"--address {address}: nothing answers there ({e.strerror or e}); {ADDRESS_FIX}") from None
+    if head is None:
+        raise UserError(f"--address {address}: something accepts connections there but says nothing within "
+                        f"{timeout:g} s: not a Ray cluster; {ADDRESS_FIX}")
+    if len(head) < 9 or head[3] != 4:
+        raise UserError(f"--address {address}: something listens there, but it is not a Ray cluster (no gRPC "
+                        f"answer); {ADDRESS_FIX}")
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM (``kill``, a job scheduler's stop) ends a study the way Ctrl-C does: Tune stops its trials, the
+    records are written, and a start that had not begun is removed. ``ray.init`` replaces the handler with an
+    immediate exit, so the driver calls this again after it. Main thread only (Python's rule for handlers)."""
+    import threading
+
+    def as_ctrl_c(signum, frame) -> None:
+        handler = signal.getsignal(signal.SIGINT)  # Python's (KeyboardInterrupt), or Tune's graceful stop
+        if not callable(handler):
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, as_ctrl_c)
+
+
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
     with open(folder / "lock", "w") as f:

@@ -176,6 +176,24 @@ class HyperIQA(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 # builder
 
+WEIGHT_FORMATS = ("a PyTorch state dict saved by torch.save (.pth, .pt, .bin: a zip archive or a pickle), or a "
+                  ".safetensors file")
+
+
+def check_weights_file(path: Path) -> None:
+    """model.checkpoint must start like a weights file; a config or text file named there would otherwise meet
+    torch's unpickler, whose advice (retry with weights_only=False) is exactly wrong for it."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    zipped = head[:4] == b"PK\x03\x04"  # torch.save's default format (and numpy's .npz)
+    pickled = len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5  # legacy torch.save: a pickle
+    # safetensors: an 8-byte little-endian header length, then the JSON header
+    safetensors = len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 1 << 30
+    if not (zipped or pickled or safetensors):
+        raise UserError(f"model.checkpoint: {path} is not a weights file (it starts with {head[:8]!r}); "
+                        f"expected {WEIGHT_FORMATS}")
+
+
 def build_backbone(cfg: ModelConfig) -> nn.Module:
     entry = backbone_entry(cfg.backbone)
     timm_name, kwargs = entry.timm_name, {**entry.kwargs, **cfg.backbone_kwargs}
@@ -187,6 +205,7 @@ def build_backbone(cfg: ModelConfig) -> nn.Module:
         path = Path(cfg.checkpoint).expanduser()
         if not path.is_file():
             raise UserError(f"model.checkpoint: no such file: {path}")
+        check_weights_file(path)
         # timm's own loader reads a local file through the pretrained path (filters the classifier, adapts keys)
         kwargs["pretrained_cfg_overlay"] = dict(file=str(path))
         pretrained = True

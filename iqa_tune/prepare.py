@@ -44,7 +44,7 @@ class PreparedData:
     def write_run_files(self, out: Path, cfg: RunConfig) -> None:
         """The resolved config and the split (with the train-eval subset and the extra test sets), next to a run's
         results."""
-        record = split_record(self.catalog, self.split)
+        record = {**split_record(self.catalog, self.split), "cache": self.cache.record()}
         record["train_eval"] = [self.catalog.paths[i] for i in self.train_eval]
         record["extra_tests"] = {x.key: {"dataset": x.catalog.name, "root": str(x.catalog.root),
                                          "images": len(x.catalog)} for x in self.extra}

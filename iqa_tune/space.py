@@ -23,6 +23,7 @@ from .config import (
     INERT_WHEN,
     RunConfig,
     _check,
+    _folder_name,
     _positive,
     build_run_config,
     check_key_path,
@@ -31,6 +32,7 @@ from .config import (
     from_dict,
     inert_keys,
     read_yaml,
+    refuse_inert_settings,
     resolve_paths,
     with_values,
 )
@@ -144,13 +146,15 @@ def check_confirm_splits(cfg: RunConfig, split_seeds: int, key: str) -> None:
 
 @dataclass
 class StudyConfig:
-    name: str = "study"  # the experiment's folder under storage (iqa-tune run --name overrides it)
+    name: str = field(default="study", metadata=_check(_folder_name))  # the experiment's folder: STORAGE/NAME
     # experiments go to STORAGE/NAME: a folder, or a URI (s3://bucket/prefix, gs://, file://; iqa_tune.storage)
     storage: str = field(default="ray_results", metadata=_check(uri_problem))
     # random: samples of the space (x grid size); optuna: the number of trials; grid: must stay 1
     num_samples: int = field(default=1, metadata=_check(_positive))
     metric: str = "val_srcc"  # image-level val SRCC: never select on test
-    mode: Literal["max", "min"] = "max"  # whether a larger study.metric is better
+    # None: the metric's own direction (records.SELECTION_METRICS: correlations max, losses min); a contradiction
+    # is refused
+    mode: Literal["max", "min"] | None = None
     search: SearchConfig = field(default_factory=SearchConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
@@ -287,14 +291,19 @@ def _validate_values(base: RunConfig, dims: list[Dimension], source: str) -> Non
 def load_space(path: str) -> Space:
     """Parse and validate a space file once: the typed fixed settings, the dimensions and the study."""
     data = read_yaml(path)
-    search = data.pop("search", None) or {}
-    study_data = data.pop("study", None) or {}  # read_yaml refuses `study:` left null
+    search = data.pop("search", {})  # read_yaml refuses `search:` left null; `search: []` is no mapping
+    study_data = data.pop("study", {})
     try:
         study = from_dict(StudyConfig, study_data, "study")
         dims = parse_search(search)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
     base = build_run_config(data, str(path))
+    try:
+        refuse_inert_settings(base, {d.path for d in dims})
+        _check_study_keys_act(study, study_data, dims)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
     if study.search_seed is None:
         study.search_seed = int(np.random.SeedSequence().entropy % 2**31)
     seen = set()
@@ -331,7 +340,29 @@ def load_space(path: str) -> Space:
         extra_catalogs(base.data)  # labels of the cross-dataset sets read here: validate refuses what run would
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
+    direction = SELECTION_METRICS[metric]
+    if study.mode is not None and study.mode != direction:
+        raise UserError(f"{path}: study.mode: {metric} is better when {'higher' if direction == 'max' else 'lower'}"
+                        f", so mode {study.mode!r} would pick the worst trial; remove study.mode (the metric "
+                        f"decides it) or set it to {direction!r}")
+    study.mode = direction
     return space
+
+
+def _check_study_keys_act(study: StudyConfig, given: dict, dims: list[Dimension]) -> None:
+    """Study keys given a value that the chosen scheduler or searcher never reads: refused, saying why."""
+    scheduler = given.get("scheduler") or {}
+    if study.scheduler.type == "none":
+        for key in ("max_t", "grace_period", "reduction_factor"):
+            if key in scheduler:
+                raise UserError(f"study.scheduler.{key}: the scheduler type is none (every trial trains all its "
+                                "epochs), so it does nothing; remove it, or use type asha or halving")
+    # grid draws nothing; random draws its non-grid primitives; optuna proposes with the seed
+    drawn = study.search.type == "optuna" or (
+        study.search.type == "random" and any(d.primitive.draw is not None for d in dims))
+    if given.get("search_seed") is not None and not drawn:
+        raise UserError("study.search_seed: nothing in this space is drawn at random (every searched key is a "
+                        "grid axis), so the seed does nothing; remove it")
 
 
 @dataclass
@@ -376,6 +407,8 @@ def expand(space: Space) -> Expansion:
         if key not in seen:
             seen.add(key)
             distinct.append(point)
+        elif not inert:  # no key made inert: the grid lists one value twice (1 and 1.0 are one value too)
+            why.update(_repeated_values(grid))
     points, trials, folded = [], set(), 0
     for _ in range(space.study.num_samples):
         for grid_point in distinct:
@@ -386,12 +419,26 @@ def expand(space: Space) -> Expansion:
                 key = json.dumps(dataclasses.asdict(effective(cfg)), sort_keys=True, default=str)
                 if key in trials:
                     folded += 1
-                    why.update({k: v for k, v in inert_keys(cfg).items() if k in point})
+                    inert = {k: v for k, v in inert_keys(cfg).items() if k in point}
+                    why.update(inert or _repeated_values(grid) or {
+                        "study.num_samples": "random draws came up with an earlier trial's values again"})
                     continue
                 trials.add(key)
                 points.append(point)
     folded_grid = math.prod(len(d.args) for d in grid) - len(distinct)
     return Expansion(points, len(distinct), folded_grid, folded, why if folded_grid or folded else {})
+
+
+def _repeated_values(grid: list[Dimension]) -> dict[str, str]:
+    """search.KEY -> 'lists the value V twice', for each grid axis that lists equal values."""
+    out = {}
+    for d in grid:
+        for i, v in enumerate(d.args):
+            if any(json.dumps(v, sort_keys=True, default=str) == json.dumps(w, sort_keys=True, default=str)
+                   or (v == w and type(v) is not bool and type(w) is not bool) for w in d.args[:i]):
+                out[f"search.{d.path}"] = f"lists the value {v!r} more than once"
+                break
+    return out
 
 
 def _check_search(space: Space) -> None:

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import CHECKOUT, SUBPACKAGES, records, storage
+from .config import check_name
 from .errors import UserError, naming
 from .live import LiveTable, TrialRow
 from .prepare import prepare_data
@@ -229,7 +230,11 @@ def connected(address: str | None, dashboard: bool, host: str, port: int, consol
             # ray.init uploads the code before it returns
             kwargs["runtime_env"] = {"py_modules": [code_for_workers(Path(tmp))], "excludes": ["__pycache__"],
                                      "env_vars": {**REUSE_ENV, **(env or {})}}
-            ctx = ray.init(address=address, **kwargs)
+            try:
+                ctx = ray.init(address=address, **kwargs)
+            except ConnectionError as e:  # --address auto, and nothing found
+                raise UserError(f"--address {address}: {e}; {instance.ADDRESS_FIX}") from None
+            instance.sigterm_as_interrupt()  # ray.init made SIGTERM an immediate exit
         try:
             url = getattr(ctx, "dashboard_url", None)
             if url:
@@ -376,12 +381,15 @@ def run_study(space_file: str, address: str | None = None, name: str | None = No
     the first trial starts, the folder this run created is removed again (at a URI, the mirror and what the URI
     got), so the same command can simply be run again. Returns the experiment's location (its ``local`` folder
     holds everything the reports read)."""
+    from . import instance
     from . import storage as stores  # the name `storage` is the --storage text here
 
     console = Console()
     space = load_space(space_file)
-    if name:
-        space.study.name = name
+    if address:  # before any data is decoded: an address where no cluster answers is exit 2 in seconds
+        instance.check_address(address)
+    if name is not None:  # the rule of study.name (config.check_name): one folder inside the storage
+        space.study.name = check_name(name, "--name")
     if storage:
         space.study.storage = storage
     loc = stores.location(space.study.storage, space.study.name)
@@ -511,8 +519,11 @@ def run_confirmation(study: Location | str | Path, top: int | None = None, seeds
     :func:`run_study`, whose machinery it shares: live table, ``trial_status.json``, Ctrl-C and --resume, and a
     start that fails removes what it created. ``study``: its folder or URI (read through
     :func:`storage.fetch`), or the location :func:`run_study` returned."""
+    from . import instance
     from .confirm import plan_confirmation
 
+    if address:
+        instance.check_address(address)
     console = Console()
     study = study if isinstance(study, Location) else storage.fetch(study)
     loc = study.child(records.CONFIRM_DIR)

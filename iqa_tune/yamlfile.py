@@ -36,11 +36,32 @@ class StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def utf16_problem(raw: bytes, path: Path) -> str | None:
+    """A message for text saved as UTF-16 (Windows editors and Excel's "Unicode text"), whose NUL bytes would
+    otherwise read as "binary": the encoding, and the command that converts it. None for anything else."""
+    boms = {b"\xff\xfe": "UTF-16LE", b"\xfe\xff": "UTF-16BE"}
+    if raw[:2] in boms and raw[:4] != b"\xff\xfe\0\0":  # not UTF-32LE's BOM
+        encoding, source = boms[raw[:2]], "UTF-16"  # iconv reads the byte order from the BOM
+    else:
+        head = raw[:256] if len(raw) % 2 == 0 else b""
+        odd, even = head[1::2], head[0::2]
+        if len(head) < 4 or (odd.count(0) != len(odd) and even.count(0) != len(even)):
+            return None
+        if odd.count(0) == even.count(0):  # nothing but NULs
+            return None
+        encoding = source = "UTF-16LE" if odd.count(0) == len(odd) else "UTF-16BE"
+    return (f"{path}: {encoding} text, not UTF-8; convert it, e.g. iconv -f {source} -t UTF-8 {path} > "
+            f"{path.with_name(path.stem + '-utf8' + path.suffix)}, and use the new file")
+
+
 def _text(p: Path) -> str:
     try:
         raw = p.read_bytes()
     except OSError as e:
         raise UserError(f"{p}: cannot read: {e.strerror}") from None
+    problem = utf16_problem(raw, p)
+    if problem:
+        raise UserError(problem)
     if b"\0" in raw:
         raise UserError(f"{p}: a binary file, not YAML text")
     try:

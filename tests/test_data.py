@@ -352,5 +352,9 @@ def test_the_data_bench_reports_the_crop_path_against_a_copy_and_keeps_its_folde
                 "kernel_speedup_64px"):
         assert data[key] > 0, key
     assert data["kernel_speedup"] == pytest.approx(data["ours_crop_patches_per_s"] / data["numpy_crop_patches_per_s"])
+    # the cache key's cost per image against a content hash, measured on the same files in one run
+    assert data["stat_key_ms_per_image"] > 0 and data["content_hash_ms_per_image"] > 0
+    assert data["content_hash_vs_stat_key"] == pytest.approx(data["content_hash_ms_per_image"]
+                                                             / data["stat_key_ms_per_image"])
     (kept,) = (tmp_path / "kept").iterdir()
     assert kept.name.startswith("bench-") and str(kept) in run.stdout.replace("\n", "")
