@@ -45,6 +45,9 @@ def check_sizes(cache: ImageCache, indices: np.ndarray, patch: int, paths: list[
 
 
 def prepare_data(cfg: RunConfig, progress: bool = True) -> PreparedData:
+    from .preflight import check_cache_folder
+
+    check_cache_folder(cfg.data)  # the demo dataset and the decoded images go there
     cat = load_catalog(cfg.data)
     split = split_catalog(cat, cfg.data.split)
     check_split(cat, split, cfg.data)  # before decoding: a split that cannot be scored fails in seconds
