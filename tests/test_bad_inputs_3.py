@@ -171,3 +171,86 @@ def test_report_out_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "exp").mkdir()
     refused(cli("report", tmp_path / "exp", "--out", blocker), "--out", "is a file")
     assert blocker.read_text() == "not a folder"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# class 5: report on a damaged experiment (a study killed mid-write leaves cut files)
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory):
+    """One tiny finished study (2 trials, 1 epoch each) for this module; tests damage copies of it."""
+    folder = tmp_path_factory.mktemp("damaged")
+    body = {**json.loads(json.dumps(TINY)), "search": {"loss.alpha": {"grid": [0.0, 1.0]}},
+            "study": {"name": "s", "storage": str(folder / "results"), "scheduler": {"type": "none"}}}
+    body["train"]["epochs"] = 1
+    space = folder / "space.yaml"
+    space.write_text(yaml.safe_dump(body))
+    run = cli("run", space, "--no-dashboard")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    return folder / "results/s"
+
+
+def _copy(exp: Path, tmp_path: Path) -> tuple[Path, list[Path]]:
+    import shutil
+
+    copy = tmp_path / "s"
+    shutil.copytree(exp, copy, ignore=shutil.ignore_patterns("report"))
+    return copy, sorted(p for p in copy.iterdir() if (p / "params.json").is_file())
+
+
+def _cut(path: Path) -> None:
+    """What a kill mid-write leaves: the first half of the file."""
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def _ranked(exp: Path) -> list[str]:
+    import pandas as pd
+
+    return list(pd.read_csv(exp / "report/ranking.csv")["trial"])
+
+
+def test_report_lists_a_trial_with_a_cut_params_json_and_ranks_the_rest(finished_study, tmp_path):
+    exp, trials = _copy(finished_study, tmp_path)
+    _cut(trials[0] / "params.json")
+    rep = cli("report", exp)
+    assert rep.returncode == 0, rep.stdout[-2000:] + rep.stderr[-2000:]
+    assert "Traceback" not in rep.stderr
+    warning = " ".join(rep.stderr.split())
+    assert f"trial {trials[0].name}: params.json is damaged" in warning
+    assert _ranked(exp) == [trials[1].name]
+    assert f"trial {trials[0].name}: params.json is damaged" in (exp / "report/ranking.md").read_text()
+
+
+def test_report_keeps_a_trial_whose_test_predictions_are_cut(finished_study, tmp_path):
+    exp, trials = _copy(finished_study, tmp_path)
+    predictions = sorted(trials[1].glob("checkpoint_*/test_predictions.npz"))
+    assert predictions
+    _cut(predictions[-1])
+    rep = cli("report", exp)
+    assert rep.returncode == 0, rep.stdout[-2000:] + rep.stderr[-2000:]
+    assert "Traceback" not in rep.stderr
+    assert f"trial {trials[1].name}: test_predictions.npz is damaged" in " ".join(rep.stderr.split())
+    assert sorted(_ranked(exp)) == [t.name for t in trials]
+
+
+def test_report_names_a_damaged_study_yaml_and_reports_the_trials(finished_study, tmp_path):
+    exp, trials = _copy(finished_study, tmp_path)
+    (exp / "study.yaml").write_text("source: space.yaml\nmetric: [val_srcc\n")  # cut inside a flow sequence
+    rep = cli("report", exp)
+    assert rep.returncode == 0, rep.stdout[-2000:] + rep.stderr[-2000:]
+    assert "Traceback" not in rep.stderr
+    warning = " ".join(rep.stderr.split())
+    assert f"{exp / 'study.yaml'}: the study's record is damaged" in warning and "--metric:" not in warning
+    assert sorted(_ranked(exp)) == [t.name for t in trials]
+
+
+def test_report_on_an_experiment_with_nothing_readable_is_exit_2(finished_study, tmp_path):
+    exp, trials = _copy(finished_study, tmp_path)
+    for t in trials:
+        _cut(t / "params.json")
+    rep = cli("report", exp)
+    line = refused(rep, f"{exp}: nothing readable", f"trial {trials[0].name}: params.json is damaged",
+                   f"trial {trials[1].name}: params.json is damaged")
+    assert not (exp / "report").exists() or not (exp / "report/ranking.csv").exists(), line
