@@ -367,7 +367,20 @@ def load_space(path: str) -> Space:
         raise UserError(f"{path}: study.metric: {metric!r} is not a selection metric"
                         f"{did_you_mean(metric, SELECTION_METRICS)}; choose one of {', '.join(SELECTION_METRICS)} "
                         "(test metrics are never used to select)")
+    _check_data(space)
     return space
+
+
+def _check_data(space: Space) -> None:
+    """Last, after every check of the file itself: the data of the fixed settings and of each searched data value,
+    read as ``train`` reads it before decoding, where the data is on this machine (:func:`preflight.check_data`)."""
+    variants = [{}] + [{d.path: v} for d in space.dims if d.path.startswith("data.") for v in d.corners()]
+    for sampled in variants:
+        where = "".join(f"search.{k} value {v!r}: " for k, v in sampled.items())
+        try:
+            preflight.check_data(with_values(space.base, sampled).data)
+        except UserError as e:
+            raise UserError(f"{space.source}: {where}{e}") from None
 
 
 @dataclass

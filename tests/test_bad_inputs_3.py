@@ -65,6 +65,14 @@ def test_a_backbone_that_cannot_take_the_patch_size_is_refused_by_validate(tmp_p
     both_refuse(path, "model.backbone", "data.patch_size", "32x32")
 
 
+@pytest.mark.parametrize("over, needle", [
+    ({"model__checkpoint": "no/such/weights.pth"}, "model.checkpoint: no such file"),
+    ({"model__pretrained": True}, "model.pretrained: resnet_nano is a test configuration"),
+])
+def test_weights_that_cannot_exist_are_refused_by_validate(tmp_path, over, needle):
+    both_refuse(write_config(tmp_path, **over), needle)
+
+
 def test_searching_mappings_is_refused_with_the_way_to_search_their_keys(tmp_path):
     body = {**json.loads(json.dumps(TINY)), "search": {"model.backbone_kwargs": {"grid": [{"zero_init_last": False}]}},
             "study": {"storage": str(tmp_path / "results")}}
