@@ -135,6 +135,10 @@ def _report(args) -> int:
     if args.out and is_uri(args.out):
         raise UserError(f"--out {args.out}: a folder on this machine; --upload copies the report beside an "
                         "experiment at a URI")
+    if args.out:
+        from .preflight import check_folder
+
+        check_folder(args.out, "--out")  # a file there: refused before the experiment is read
     loc = fetch(args.experiment)  # a URI: copied to its local folder first (all but the model states)
     out = build_report(loc.local, out=Path(args.out) if args.out else None, metric=args.metric,
                        experiment=str(loc))

@@ -58,6 +58,16 @@ def check_name(value: str, key: str) -> str:
     if problem:
         raise UserError(f"{key}: {problem}, got {value!r}")
     return value
+def _seed(v: Any) -> str | None:
+    return None if 0 <= v < 2 ** 32 else "must be 0 to 2**32 - 1 (numpy and torch seeds)"
+
+
+def _threads(v: Any) -> str | None:
+    return None if 1 <= v <= MAX_THREADS else f"must be 1 to {MAX_THREADS} (torch CPU threads; no machine has more cores)"
+
+
+MAX_THREADS = 1024
+INT64 = 2 ** 63  # ints in a config reach numpy and torch as 64-bit integers
 
 
 def _folder_name(v: Any) -> str | None:
@@ -74,7 +84,7 @@ class SplitConfig:
     train: float = field(default=0.7, metadata=_check(_fraction))  # 0.7/0.1/0.2: common IQA protocol + a val set
     val: float = field(default=0.1, metadata=_check(_fraction))  # val selects the epoch; never the test set
     test: float = field(default=0.2, metadata=_check(_fraction))  # read at the epoch val chose, never to select
-    seed: int = 0  # which random split; search it to get the IQA convention of medians over splits
+    seed: int = field(default=0, metadata=_check(_seed))  # which random split; search it to get the IQA convention of medians over splits
     official: bool = True  # use the release's own train/val/test sets where it ships them (KonIQ-10k)
 
 
@@ -180,9 +190,9 @@ class TrainConfig:
     warmup_epochs: float = field(default=0.0, metadata=_check(_non_negative))  # epochs of linear warmup, both schedules
     cosine_floor: float = field(default=0.0, metadata=_check(_fraction))  # cosine: final lr as a fraction of lr
     patience: int = field(default=0, metadata=_check(_non_negative))  # early stop after N epochs w/o val gain; 0=off
-    seed: int = 0  # model init, patch sampling, shuffling
+    seed: int = field(default=0, metadata=_check(_seed))  # model init, patch sampling, shuffling
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    threads: int | None = field(default=None, metadata=_check(_positive))  # torch CPU threads; None = torch default
+    threads: int | None = field(default=None, metadata=_check(_threads))  # torch CPU threads; None = torch default
     eval_batch_size: int = field(default=128, metadata=_check(_positive))  # patches per forward pass at eval
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype of the forward pass (GPU path)
     channels_last: bool = False  # NHWC memory format for conv backbones (GPU path)
@@ -264,6 +274,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not -INT64 <= value < INT64:
+                raise UserError(f"{path}: {value} does not fit a 64-bit integer")
             return value
     elif tp is str:
         if isinstance(value, str):

@@ -96,6 +96,7 @@ def _read_csv(path: Path, required: list[str], optional: tuple[str, ...] = ()) -
 
 def _row_names(rows: list[dict]) -> list[str]:
     return [f"row {r[LINE]}" for r in rows]
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _score(value, path: Path, row: int, column: str) -> float:
@@ -106,6 +107,9 @@ def _score(value, path: Path, row: int, column: str) -> float:
         v = float("nan")
     if not np.isfinite(v):
         raise UserError(f"{path}: row {row}: {column} is not a number: {value!r}")
+    if abs(v) > FLOAT32_MAX:  # labels train as float32: this one would be inf there, and so would the loss
+        raise UserError(f"{path}: row {row}: {column} {value!r} does not fit a 32-bit float (|x| <= 3.4e38), which "
+                        f"the labels train as; rescale the labels (IQA scores are usually 0-1, 1-5 or 0-100)")
     return v
 
 
@@ -391,6 +395,10 @@ def check_split(cat: Catalog, split: dict[str, np.ndarray], cfg: DataConfig) -> 
            else "add images or raise data.split.{}")
     if not len(split["train"]):
         raise UserError(f"data.split: the train split is empty ({context}); {fix.format('train')}")
+    if len(split["train"]) * cfg.train_patches < 2:  # one patch an epoch: batch norm has one value per channel
+        raise UserError(f"data.split: the train split gives {len(split['train'])} image(s) x data.train_patches "
+                        f"{cfg.train_patches} = 1 patch an epoch ({context}); the backbone's batch norm needs at "
+                        f"least 2: raise data.train_patches, or add images")
     for name in ("val", "test"):
         distinct = len(np.unique(cat.scores[split[name]]))
         if distinct < MIN_EVAL:

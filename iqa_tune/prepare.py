@@ -107,6 +107,9 @@ def _extra_tests(cfg: RunConfig, catalogs: list[Catalog], progress: bool) -> lis
 
 
 def prepare_data(cfg: RunConfig, progress: bool = True) -> PreparedData:
+    from .preflight import check_cache_folder
+
+    check_cache_folder(cfg.data)  # the demo dataset and the decoded images go there
     extra = extra_catalogs(cfg.data)  # labels first: a broken extra set fails before the main set is decoded
     cat = load_catalog(cfg.data)
     split = split_catalog(cat, cfg.data.split)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,11 +151,15 @@ def save_predictions(path: Path, paths: list[str], labels: np.ndarray, pred: np.
 
 
 def load_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(image paths, labels, predictions) of a trial's best epoch, or None."""
+    """(image paths, labels, predictions) of a trial's best epoch, or None; a damaged file (cut by a crash) is a
+    :class:`UserError` naming it."""
     if not path or not Path(path).is_file():
         return None
-    with np.load(path) as z:
-        return z["path"], z["label"], z["pred"]
+    try:
+        with np.load(path) as z:
+            return z["path"], z["label"], z["pred"]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise UserError(f"{path}: damaged ({_first_line(e)})") from None
 
 
 def crop_prediction_path(folder: str | Path, epoch: int) -> Path:
@@ -218,9 +223,24 @@ def write_study_settings(exp_dir: Path, settings: dict) -> None:
 
 
 def study_settings(exp_dir: Path) -> dict:
-    """What ``iqa-tune run`` recorded (source, metric, mode, max epochs, trials, versions), or {}."""
+    """What ``iqa-tune run`` recorded (source, metric, mode, max epochs, trials, versions), or {} when there is no
+    record; a damaged one (a study killed mid-write, an edit gone wrong) is a :class:`UserError` naming it."""
     path = exp_dir / STUDY_FILE
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        settings = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise UserError(f"{path}: the study's record is damaged (not readable YAML: {_first_line(e)})") from None
+    if not isinstance(settings, dict):
+        raise UserError(f"{path}: the study's record is damaged (a {type(settings).__name__}, not a mapping of "
+                        "settings)")
+    return settings
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def write_trial_status(exp_dir: Path, statuses: dict[str, str]) -> None:
@@ -307,18 +327,35 @@ def _ran_with(trial_dir: Path, keys: set[str]) -> dict:
     return out
 
 
+DAMAGED = "damaged"  # how a trial ended whose params.json was cut: its searched values are lost
+
+
+def _read_params(trial_dir: Path) -> dict | str:
+    """A trial's searched values, or what is wrong with its params.json (a study killed mid-write)."""
+    try:
+        params = json.loads((trial_dir / PARAMS_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"{trial_dir / PARAMS_FILE}: damaged (not readable JSON: {_first_line(e)})"
+    return params if isinstance(params, dict) else f"{trial_dir / PARAMS_FILE}: damaged (not a mapping)"
+
+
 def load_experiment(exp_dir: Path):
     """(epochs, trials) as DataFrames: a row per trial per epoch, and a row per trial (how it ended, why,
-    its searched values as ``hp.*`` and the file of its best epoch's test predictions)."""
+    its searched values as ``hp.*``, the file of its best epoch's test predictions, and ``damaged``: the name of
+    a file of the trial that could not be read, or '')."""
     import pandas as pd
 
     statuses = read_trial_status(exp_dir)
     epoch_rows, trial_rows = [], []
     trial_dirs = sorted(p for p in exp_dir.iterdir() if (p / PARAMS_FILE).is_file())
-    params = {p: json.loads((p / PARAMS_FILE).read_text()) for p in trial_dirs}
-    searched = set().union(*params.values()) if params else set()
+    params = {p: _read_params(p) for p in trial_dirs}
+    searched = set().union(*(v for v in params.values() if isinstance(v, dict)))
     for trial_dir in trial_dirs:
         trial_id = trial_dir.name
+        if isinstance(params[trial_dir], str):  # its searched values are lost: listed as damaged, nothing else
+            trial_rows.append({"trial": trial_id, "ended": DAMAGED, "reason": params[trial_dir], "epochs_run": 0,
+                               "predictions": "", "inert": "", "damaged": PARAMS_FILE})
+            continue
         missing = searched - set(params[trial_dir])
         sampled = {**params[trial_dir], **_ran_with(trial_dir, missing)}
         hps = {HP_PREFIX + k: v for k, v in sampled.items()}
@@ -329,10 +366,16 @@ def load_experiment(exp_dir: Path):
         # the recorded status decides where there is one
         ended = how_it_ended(status, results[-1] if results else None, bool(error) and not status)
         predictions = latest_predictions(trial_dir)
+        damaged = ""
+        try:
+            load_predictions(predictions)
+        except UserError as e:  # the trial's figures stand; only its test intervals are lost
+            damaged, error = PREDICTIONS_FILE, error or str(e)
+            predictions = None
         trial_rows.append({"trial": trial_id, "ended": ended, "reason": error,
                            "epochs_run": results[-1]["epoch"] if results else 0,
                            "predictions": str(predictions or ""),
-                           "inert": ",".join(_inert(trial_dir)), **hps})
+                           "inert": ",".join(_inert(trial_dir)), "damaged": damaged, **hps})
         for r in results:
             epoch_rows.append({"trial": trial_id, "ended": ended, **hps,
                                **{k: v for k, v in r.items() if isinstance(v, (int, float, str, bool))

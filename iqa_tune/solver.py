@@ -28,6 +28,10 @@ from .patches import EvalPatches, Normalizer, TrainPatches, prefetch
 from .prepare import PreparedData
 
 
+class Diverged(UserError, FloatingPointError):
+    """The training loss became inf or NaN: a user's setting (lr, label scale), said in one line, exit code 2."""
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -99,7 +103,10 @@ class Solver:
         self.cfg = cfg
         t, d = cfg.train, cfg.data
         if t.threads:
-            torch.set_num_threads(t.threads)
+            try:
+                torch.set_num_threads(t.threads)
+            except RuntimeError as e:  # more threads than the system lets a process start
+                raise UserError(f"train.threads: cannot start {t.threads} threads here: {e}") from None
         self.device = device or resolve_device(t.device)
         torch.manual_seed(t.seed)
         self.model: HyperIQA = build_model(cfg.model).to(self.device)
@@ -141,7 +148,11 @@ class Solver:
     # -- one epoch ---------------------------------------------------------------------------------------------
     def _check_finite(self, loss: torch.Tensor, b: int) -> None:
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss at epoch {self.epoch + 1}, batch {b + 1}")
+            scale = float(np.abs(self.train_patches.scores[self.train_patches.indices]).max())
+            raise Diverged(f"train.lr: non-finite training loss ({float(loss)}) at epoch {self.epoch + 1}, batch "
+                           f"{b + 1}: the run diverged. Usually train.lr is too high (here {self.cfg.train.lr:g}) or "
+                           f"the labels are on a huge scale (here up to {scale:g}): lower train.lr, or rescale the "
+                           "labels")
 
     def train_epoch(self, on_batch: Callable[[int, int], None] | None = None) -> dict:
         t, lc = self.cfg.train, self.cfg.loss

@@ -19,12 +19,15 @@ from typing import Any, Literal
 
 import numpy as np
 
+from . import preflight
 from .config import (
     INERT_WHEN,
+    INT64,
     RunConfig,
     _check,
     _folder_name,
     _positive,
+    _seed,
     build_run_config,
     check_key_path,
     check_run_config,
@@ -37,10 +40,10 @@ from .config import (
     with_values,
 )
 from .datasets import SHIPS_OFFICIAL_SPLIT
-from .errors import UserError, did_you_mean
+from .errors import UserError, did_you_mean, naming
 from .prepare import extra_catalogs
 from .records import SELECTION_METRICS
-from .storage import uri_problem
+from .storage import is_uri, uri_problem
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,7 @@ class StudyConfig:
     max_failures: int = field(default=0, metadata=_check(lambda v: None if v >= 0 else "must be >= 0"))  # retries
     # seed of the random sampling of the space; None = a fresh seed, drawn once when the file is loaded and
     # recorded in study.yaml, so the count printed, the trials run and a resume agree
-    search_seed: int | None = 0
+    search_seed: int | None = field(default=0, metadata=_check(_seed))
     confirm: ConfirmConfig | None = None  # null: no confirmation after the search (iqa-tune confirm runs one later)
 
 
@@ -223,6 +226,26 @@ class Space:
         return self.study.scheduler.max_t or max([self.base.train.epochs, *searched])
 
 
+def _finite(x: float) -> bool:
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an int beyond any float
+        return False
+
+
+def _check_scalars(where: str, path: str, kind: str, args: list) -> None:
+    """Listed values are numbers, strings, booleans or null: Tune reads a mapping or a list inside its points as
+    keys and indices of its own (a traceback inside Tune, or a trial that never sees the value)."""
+    for a in args:
+        if isinstance(a, dict):
+            first = next(iter(a), "KEY")
+            raise UserError(f"{where}: a searched value is a mapping ({a!r}); search its keys one at a time, "
+                            f"e.g. search.{path}.{first}: {{{kind}: [...]}}")
+        if isinstance(a, list):
+            raise UserError(f"{where}: a searched value is a list ({a!r}); Tune cannot search lists: fix the key "
+                            f"outside search:, or search a key whose value is one number or name")
+
+
 def _parse_leaf(path: str, spec: dict) -> Dimension:
     (kind, args), = spec.items()
     where = f"search.{path}.{kind}"
@@ -230,10 +253,13 @@ def _parse_leaf(path: str, spec: dict) -> Dimension:
     if n is None:
         if not isinstance(args, list) or not args:
             raise UserError(f"{where}: expected a non-empty list of values")
+        _check_scalars(where, path, kind, args)
         return Dimension(path, kind, args)
     if not isinstance(args, list) or len(args) != n or not all(
             isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
         raise UserError(f"{where}: expected [{'lo, hi, q' if n == 3 else 'lo, hi'}] numbers, got {args!r}")
+    if not all(_finite(a) for a in args):
+        raise UserError(f"{where}: bounds must be finite numbers, got {args!r}")
     lo, hi = args[0], args[1]
     if lo >= hi:
         raise UserError(f"{where}: lo ({lo}) must be < hi ({hi})")
@@ -243,6 +269,10 @@ def _parse_leaf(path: str, spec: dict) -> Dimension:
         raise UserError(f"{where}: q must be > 0, got {args[2]}")
     if kind == "randint" and not all(isinstance(a, int) for a in args):
         raise UserError(f"{where}: randint bounds must be integers (hi exclusive), got {args!r}")
+    if kind == "randint" and not -INT64 <= lo < hi <= INT64:
+        raise UserError(f"{where}: randint bounds must fit a 64-bit integer (-2**63 to 2**63), got {args!r}")
+    if not _finite(hi - lo):
+        raise UserError(f"{where}: the range {lo}..{hi} is wider than a float can hold")
     return Dimension(path, kind, list(args))
 
 
@@ -270,19 +300,33 @@ def parse_search(tree: Any, prefix: str = "") -> list[Dimension]:
     return dims
 
 
+def _buildable(cfg: RunConfig, seen: set[str]) -> RunConfig:
+    """``cfg`` passes what ``train`` checks before it reads the data (:mod:`iqa_tune.preflight`): each distinct
+    data and model setting once."""
+    key = json.dumps([dataclasses.asdict(cfg.data), dataclasses.asdict(cfg.model)], sort_keys=True, default=str)
+    if key not in seen:
+        preflight.check_run(cfg)
+        seen.add(key)
+    return cfg
+
+
 def _validate_values(base: RunConfig, dims: list[Dimension], source: str) -> None:
-    """Every value a dimension can take must pass the run schema, and so must their combinations."""
+    """Every value a dimension can take must pass the run schema and what ``train`` checks before it reads the
+    data, and so must their combinations."""
+    seen: set[str] = set()
+    with naming(source):
+        _buildable(base, seen)
     for d in dims:
         for v in d.corners():
             try:
-                check_run_config(with_values(base, {d.path: v}))
+                _buildable(check_run_config(with_values(base, {d.path: v})), seen)
             except UserError as e:
                 hint = " (a float primitive on an integer key: use randint)" if d.primitive.draws_floats else ""
                 raise UserError(f"{source}: search.{d.path} value {v!r}: {e}{hint}") from None
     combos = list(itertools.islice(itertools.product(*[d.corners() for d in dims]), 4096))
     for values in combos:
         try:
-            check_run_config(with_values(base, {d.path: v for d, v in zip(dims, values)}))
+            _buildable(check_run_config(with_values(base, {d.path: v for d, v in zip(dims, values)})), seen)
         except UserError as e:
             where = ", ".join(f"{d.path}={v!r}" for d, v in zip(dims, values))
             raise UserError(f"{source}: the combination {where} is invalid: {e}") from None
@@ -304,6 +348,9 @@ def load_space(path: str) -> Space:
         _check_study_keys_act(study, study_data, dims)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
+    if not is_uri(study.storage):
+        with naming(str(path)):
+            preflight.check_folder(study.storage, "study.storage")
     if study.search_seed is None:
         study.search_seed = int(np.random.SeedSequence().entropy % 2**31)
     seen = set()
@@ -346,6 +393,7 @@ def load_space(path: str) -> Space:
                         f", so mode {study.mode!r} would pick the worst trial; remove study.mode (the metric "
                         f"decides it) or set it to {direction!r}")
     study.mode = direction
+    _check_data(space)
     return space
 
 
@@ -363,6 +411,18 @@ def _check_study_keys_act(study: StudyConfig, given: dict, dims: list[Dimension]
     if given.get("search_seed") is not None and not drawn:
         raise UserError("study.search_seed: nothing in this space is drawn at random (every searched key is a "
                         "grid axis), so the seed does nothing; remove it")
+
+
+def _check_data(space: Space) -> None:
+    """Last, after every check of the file itself: the data of the fixed settings and of each searched data value,
+    read as ``train`` reads it before decoding, where the data is on this machine (:func:`preflight.check_data`)."""
+    variants = [{}] + [{d.path: v} for d in space.dims if d.path.startswith("data.") for v in d.corners()]
+    for sampled in variants:
+        where = "".join(f"search.{k} value {v!r}: " for k, v in sampled.items())
+        try:
+            preflight.check_data(with_values(space.base, sampled).data)
+        except UserError as e:
+            raise UserError(f"{space.source}: {where}{e}") from None
 
 
 @dataclass

@@ -29,6 +29,7 @@ from . import CHECKOUT, SUBPACKAGES, records, storage
 from .config import check_name
 from .errors import UserError, naming
 from .live import LiveTable, TrialRow
+from .preflight import check_folder
 from .prepare import prepare_data
 from .space import (
     ConfirmConfig,
@@ -393,6 +394,8 @@ def run_study(space_file: str, address: str | None = None, name: str | None = No
     if storage:
         space.study.storage = storage
     loc = stores.location(space.study.storage, space.study.name)
+    if loc.remote is None:  # a file where the storage folder goes: refused before Ray starts
+        check_folder(loc.local.parent, "--storage" if storage else "study.storage")
     _check_folder(loc, resume)
     space = with_resolved_paths(space)
     with naming(space_file):  # a data problem found here names the space file as well as the data file

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,9 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from . import records
+from . import preflight, records
 from .config import RunConfig
-from .errors import UserError
 from .prepare import PreparedData, prepare_data
 from .versions import collect as collect_versions
 
@@ -32,13 +30,7 @@ if TYPE_CHECKING:
 
 def check_out_dir(out_dir: str) -> Path:
     """``out_dir`` as a path, refused up front (before any decoding) if a run folder cannot be made in it."""
-    out = Path(out_dir).expanduser()
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    if not existing.is_dir():
-        raise UserError(f"out_dir: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"out_dir: no permission to write into {existing}")
-    return out
+    return preflight.check_folder(out_dir, "out_dir")
 
 
 def _figure(v) -> str:
@@ -119,6 +111,8 @@ def run_train(cfg: RunConfig, console: Console | None = None) -> tuple[Path, dic
     before its first epoch is written: a failed start leaves no empty folder to puzzle over."""
     console = console or Console()
     base = check_out_dir(cfg.out_dir)
+    preflight.check_cache_folder(cfg.data)
+    preflight.check_model(cfg.model, cfg.data.patch_size)  # before decoding: the same refusal as validate's
     data = prepare_data(cfg, progress=True)
     from .solver import Solver  # torch and timm take seconds to load: input errors above come first
 

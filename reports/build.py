@@ -19,7 +19,9 @@ from rich.text import Text
 from iqa_tune.errors import UserError
 from iqa_tune.live import SHORT_ENDING
 from iqa_tune.records import (
+    DAMAGED,
     HP_PREFIX,
+    PARAMS_FILE,
     REPORT_DIR,
     SELECTION_METRICS,
     load_experiment,
@@ -271,9 +273,41 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _readable_settings(exp_dir: Path, damage: list[str]) -> dict:
+    """study.yaml, or {} (the defaults: val_srcc, max) with the damage noted when it cannot be read."""
+    try:
+        return study_settings(exp_dir)
+    except UserError as e:
+        damage.append(f"{e}; ranked by --metric or val_srcc (max); versions and planned trials unknown")
+        return {}
+
+
+def _readable_confirmation(exp_dir: Path, damage: list[str]) -> pd.DataFrame | None:
+    try:
+        return load_confirmation(exp_dir)
+    except UserError as e:
+        damage.append(f"{e}; the confirmation table is left out")
+        return None
+
+
+def damaged_trials(trials: pd.DataFrame) -> list[str]:
+    """One line per trial with a file that could not be read: which file, and what was kept of the trial."""
+    if "damaged" not in trials:
+        return []
+    out = []
+    for _, t in trials[trials["damaged"].fillna("") != ""].iterrows():
+        kept = "its searched values are lost; left out of the ranking" if t["damaged"] == PARAMS_FILE else (
+            "its figures stand; no test-image intervals for it")
+        out.append(f"trial {t['trial']}: {t['damaged']} is damaged ({kept})")
+    return out
+
+
 def compute_tables(exp_dir: Path, metric: str | None = None) -> dict:
-    """Everything the report shows, as tables (no output)."""
-    settings = study_settings(exp_dir)
+    """Everything the report shows, as tables (no output). ``damage``: a line per file that could not be read
+    (a study killed mid-write); what is readable is reported, and only an experiment with nothing readable is
+    refused."""
+    damage: list[str] = []
+    settings = _readable_settings(exp_dir, damage)
     study_metric = settings.get("metric", "val_srcc")
     if metric and metric not in SELECTION_METRICS:
         raise UserError(f"--metric: {metric!r} cannot rank trials; choose one of {', '.join(SELECTION_METRICS)} "
@@ -283,6 +317,10 @@ def compute_tables(exp_dir: Path, metric: str | None = None) -> dict:
     epochs, trials = load_experiment(exp_dir)
     if trials.empty:
         raise UserError(f"{exp_dir}: no trials found (expected trial folders with params.json)")
+    damage += damaged_trials(trials)
+    trials = trials[trials["ended"] != DAMAGED]
+    if trials.empty:
+        raise UserError(f"{exp_dir}: nothing readable: " + "; ".join(damage))
     if not epochs.empty and metric not in epochs:
         raise UserError(f"--metric: {metric!r} is not among the reported metrics")
     ranking = rank_trials(epochs, trials, metric, mode)
@@ -294,7 +332,8 @@ def compute_tables(exp_dir: Path, metric: str | None = None) -> dict:
     return {"metric": metric, "mode": mode, "epochs": epochs, "ranking": ranking,
             "groups": group_split_seeds(ranking, metric, mode), "marginals": marginals(ranking, metric, mode),
             "versions": settings.get("versions"), "source": settings.get("source"), "uri": settings.get("uri"),
-            "planned": settings.get("trials"), "confirmation": load_confirmation(exp_dir)}
+            "planned": settings.get("trials"), "confirmation": _readable_confirmation(exp_dir, damage),
+            "damage": damage}
 
 
 def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = None,
@@ -319,6 +358,7 @@ def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     ranking.to_csv(out / "ranking.csv", index=False)
     md = [f"# {exp_dir.name}: ranked by {metric} at each trial's best epoch\n",
           *[f"{f.text}\n" for f in r["findings"]],
+          *[f"Damaged: {line}\n" for line in r["damage"]],
           "test_srcc is read at the best val epoch (the figure to report); `max_test_srcc (selected on test)` is "
           "the optimistic protocol of the reference code. CI: 95% bootstrap over test images; vs_top: paired "
           f"bootstrap ({BOOTSTRAP_RESAMPLES} resamples) against rank 1 on the same images, p-values Holm-adjusted "
@@ -354,6 +394,8 @@ def build_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     console = console or Console(width=None if sys.stdout.isatty() else 150)
     r = write_report(exp_dir, out, metric, experiment=experiment)
     metric, ranking, out = r["metric"], r["ranking"], r["out"]
+    for line in r["damage"]:  # a study killed mid-write: what could not be read, before what could
+        Console(stderr=True).print(Text.assemble(("warning:", "bold yellow"), " ", line), soft_wrap=True)
     view = terminal_view(ranking, metric, console.width)
     console.print(to_rich(view, None, f"{Path(exp_dir).name}: ranked by {metric} at each trial's best epoch"))
     hidden = [c.rsplit(".", 1)[-1] for c in ranking if c.startswith(HP_PREFIX) and c.rsplit(".", 1)[-1] not in view]

@@ -27,6 +27,7 @@ from scipy import stats
 
 from iqa_tune.records import (
     CONFIRM_DIR,
+    DAMAGED,
     HP_PREFIX,
     best_index,
     load_experiment,
@@ -88,6 +89,7 @@ def confirmation_runs(study_dir: Path) -> pd.DataFrame | None:
     if not plan or not folder.is_dir():
         return None
     epochs, trials = load_experiment(folder)
+    trials = trials[trials["ended"] != DAMAGED] if len(trials) else trials  # a run whose params.json was cut
     if trials.empty:
         return None
     metric, mode = settings.get("metric", "val_srcc"), settings.get("mode", "max")

@@ -30,6 +30,7 @@ def test_run_config_errors_name_the_key_path(data, message):
 def _space(tmp_path, search=None, study=None, **fixed):
     path = tmp_path / "space.yaml"
     body = {"data": {"dataset": "demo"}, "model": {"backbone": "resnet_micro"}, **fixed}
+    body["data"].setdefault("patch_size", 64)  # validate reads the demo data: its images are 192x144
     if search is not None:
         body["search"] = search
     if study is not None:

@@ -23,6 +23,7 @@ def _space(tmp_path, search, study=None, **fixed):
     body = {"model": {"backbone": "resnet_micro"}, "data": {"train_patches": 24}, "train": {"epochs": 3}, **fixed,
             "search": search,
             "study": study or {"scheduler": {"type": "none"}}}
+    body["data"].setdefault("patch_size", 64)  # validate reads the demo data: its images are 192x144
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(body))
     return path

@@ -145,7 +145,7 @@ def test_recorded_status_decides_how_a_trial_ended(tmp_path):
 
 def test_asha_horizon_covers_a_searched_epoch_count(tmp_path):
     path = tmp_path / "space.yaml"
-    path.write_text("model: {backbone: resnet_micro}\ntrain: {epochs: 4}\n"
+    path.write_text("data: {patch_size: 64}\nmodel: {backbone: resnet_micro}\ntrain: {epochs: 4}\n"
                     "search: {train.epochs: {grid: [4, 12]}}\n")
     assert load_space(str(path)).max_epochs == 12
 
@@ -159,7 +159,8 @@ def test_quniform_is_validated_at_its_rounded_bounds(tmp_path):
 
 def test_an_unseeded_search_draws_its_seed_once(tmp_path):
     path = tmp_path / "space.yaml"
-    path.write_text("model: {backbone: resnet_micro}\nsearch: {model.dropout: {choice: [0.0, 0.1, 0.2]}}\n"
+    path.write_text("data: {patch_size: 64}\nmodel: {backbone: resnet_micro}\n"
+                    "search: {model.dropout: {choice: [0.0, 0.1, 0.2]}}\n"
                     "study: {num_samples: 6, search_seed: null}\n")
     space = load_space(str(path))
     assert isinstance(space.study.search_seed, int)
