@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from tests.conftest import cli, write_image
-from tests.test_study import TINY
+from tests.test_study import TINY, TINY_RUN
 
-RUN = {"name": "r", **json.loads(json.dumps(TINY))}
+RUN = {"name": "r", **json.loads(json.dumps(TINY_RUN))}
 RUN["train"]["epochs"] = 1
 
 

@@ -16,7 +16,7 @@ from iqa_tune import records
 from iqa_tune.metrics import disagreement, logistic_plcc, patch_srcc
 
 from .conftest import cli, koniq_like_csv, write_livec
-from .test_study import TINY, write_space
+from .test_study import TINY, TINY_RUN, write_space
 
 
 def _crops(n_img: int = 30, n_crop: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -156,8 +156,7 @@ def check_signals(folder: Path, rows: list[dict]) -> None:
 
 def test_train_run_signals_recompute_from_its_crop_files(tmp_path):
     xset = tmp_path / "xset"
-    cfg = json.loads(json.dumps(TINY))
-    del cfg["loss"]["margin"]  # alpha 0 here: a margin would be refused as a key that does nothing
+    cfg = json.loads(json.dumps(TINY_RUN))
     cfg["data"]["extra_tests"] = [extra_csv(xset)]
     cfg.update(name="sig", out_dir=str(tmp_path / "runs"))
     cfg["train"]["epochs"] = 2
@@ -242,7 +241,7 @@ def test_train_and_run_refuse_a_bad_extra_test_set_before_anything_trains(tmp_pa
                         data={**TINY["data"], "extra_tests": extra})
     body = yaml.safe_load(space.read_text())
     if command == "train":
-        del body["search"], body["study"]
+        del body["search"], body["study"], body["loss"]  # one run at alpha 0: no margin
         body["out_dir"] = str(tmp_path / "runs")
         space.write_text(yaml.safe_dump(body))
     proc = cli(command, space, *(["--no-dashboard"] if command == "run" else []), timeout=120)

@@ -31,6 +31,8 @@ TINY = {
     "loss": {"margin": 1.0},
     "train": {"lr": 1.0e-3, "epochs": 3, "batch_size": 16, "patches_per_image": 2, "threads": 1},
 }
+# TINY as one run at the default alpha 0, where a margin does nothing and is refused (the studies search alpha)
+TINY_RUN = {k: v for k, v in TINY.items() if k != "loss"}
 EPOCH_KEYS = {"epoch", "train_loss", "train_l1", "train_rank", "train_srcc_patch", "train_srcc_image", "val_srcc",
               "val_plcc", "val_krcc", "test_srcc", "test_plcc", "test_krcc", "lr_backbone", "lr_hyper",
               "epoch_seconds", "patches_per_s", "best_val_srcc", "test_srcc_at_best", "test_plcc_at_best"}
