@@ -31,6 +31,7 @@ ERROR_FILE = "error.txt"  # Tune: why a trial errored
 PREDICTIONS_FILE = "test_predictions.npz"  # per-image test predictions at the best epoch
 STATE_FILE = "best.pt"  # solver state at the best epoch (under halving: at the last rung it reached, if newer)
 VERSIONS_FILE = "versions.json"  # iqa-tune train: what ran (iqa_tune.versions.collect)
+CROPS_DIR = "crops"  # every epoch's fixed-crop predictions of every evaluation set: crops/epoch_NNN.npz
 # files of a study folder
 STUDY_FILE = "study.yaml"  # what the driver recorded: source, metric, mode, max epochs, trials, versions
 TRIAL_STATUS_FILE = "trial_status.json"  # the driver's last view of each trial's status
@@ -146,6 +147,50 @@ def load_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
         return None
     with np.load(path) as z:
         return z["path"], z["label"], z["pred"]
+
+
+def crop_prediction_path(folder: str | Path, epoch: int) -> Path:
+    """Where a run or trial folder keeps one epoch's crop predictions (``epoch`` counts from 1)."""
+    return Path(folder) / CROPS_DIR / f"epoch_{epoch:03d}.npz"
+
+
+def save_crop_predictions(path: str | Path, sets: dict[str, tuple], epoch: int) -> None:
+    """One epoch's fixed-crop predictions: for each evaluation set S (val, test, train_eval, xtest_<name>),
+    ``S_pred`` float32 (images, crops), ``S_label`` float64 (images,) and ``S_path`` (images,), from
+    ``sets[S] = (paths, labels, crops)``; plus ``epoch``. Written under a temporary name and renamed, so a reader
+    never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, Any] = {"epoch": np.int64(epoch)}
+    for name, (paths, labels, crops) in sets.items():
+        arrays[f"{name}_pred"] = np.asarray(crops, dtype=np.float32)
+        arrays[f"{name}_label"] = np.asarray(labels, dtype=np.float64)
+        arrays[f"{name}_path"] = np.array([str(p) for p in paths])
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def load_crop_predictions(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """set name -> {pred, label, path} of one ``crops/epoch_NNN.npz``."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(path) as z:
+        for key in z.files:
+            name, _, part = key.rpartition("_")
+            if part in ("pred", "label", "path") and name:
+                out.setdefault(name, {})[part] = z[key]
+    return out
+
+
+def crop_prediction_files(folder: str | Path) -> dict[int, Path]:
+    """epoch -> its crop predictions file, in epoch order, of a run or trial folder (empty if it has none)."""
+    found = {}
+    for p in (Path(folder) / CROPS_DIR).glob("epoch_*.npz"):
+        digits = p.stem.removeprefix("epoch_")
+        if digits.isdigit():
+            found[int(digits)] = p
+    return dict(sorted(found.items()))
 
 
 def latest_predictions(trial_dir: Path) -> Path | None:
