@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ from iqa_tune.records import (
     HP_PREFIX,
     REPORT_DIR,
     SELECTION_METRICS,
+    crop_prediction_files,
+    load_crop_predictions,
     load_experiment,
     load_predictions,
     study_settings,
@@ -29,8 +32,11 @@ from iqa_tune.records import (
 from iqa_tune.versions import summary
 
 from .confirmation import display_table, load_confirmation, method_text, progress_text
+from .diagnosis import TOP, Diagnosis, diagnose, epoch_table, method
+from .diagnosis import summary as diagnosis_summary
 from .figures import (
     MIN_TRIALS_FOR_IMPORTANCE,
+    diagnosis_figure,
     divergence,
     importance,
     importance_figure,
@@ -211,6 +217,7 @@ def page_sections(exp_dir: Path, r: dict) -> list[Section]:
                                 note="Per trial and epoch; hover for the configuration, click a legend entry to "
                                      "hide a trial. Large ring: the best val epoch; x: cut at a rung; square: "
                                      "errored."))
+    sections += diagnosis_sections(r)
     if (fig := divergence(epochs, ranking, metric)) is not None:
         sections.append(Section("divergence", "Train (patch) against test (image) SRCC, top trials", figure=fig,
                                 note="Overfitting shows as train SRCC rising while test SRCC falls after the best "
@@ -223,6 +230,60 @@ def page_sections(exp_dir: Path, r: dict) -> list[Section]:
                     hp_names(list(df["hyperparameter"].unique()))))
             sections.append(Section(key, heading, html_table(df, text={"hyperparameter"})))
     return sections
+
+
+def diagnosis_sections(r: dict) -> list[Section]:
+    """The diagnosis: one summary section, then a chart and the sentences of each top trial."""
+    diagnoses: list[Diagnosis] = r.get("diagnoses") or []
+    if not diagnoses:
+        return []
+    out = [Section("diagnosis", "Why does test SRCC fall? Diagnosis of the top trials",
+                   f"<p>{html.escape(diagnosis_summary(diagnoses))}</p>", html.escape(method()))]
+    for d in diagnoses:
+        table = epoch_table(r["epochs"], d.trial, r["metric"])
+        fig = diagnosis_figure(table, d.best_epoch, r["metric"], f"#{d.rank} {d.trial}: signals per epoch")
+        body = "".join(f'<p class="diagnosis">{html.escape(t)}</p>' for t in d.sentences)
+        out.append(Section(f"diagnosis-{d.rank}", f"Diagnosis of #{d.rank} ({d.trial})", body, figure=fig))
+    return out
+
+
+def diagnosis_markdown(r: dict) -> list[str]:
+    """ranking.md's diagnosis: the summary and method, then each top trial's sentences and its signals per epoch."""
+    diagnoses: list[Diagnosis] = r.get("diagnoses") or []
+    if not diagnoses:
+        return []
+    md = ["\n## Why does test SRCC fall? Diagnosis of the top trials\n", diagnosis_summary(diagnoses) + "\n", method() + "\n"]
+    for d in diagnoses:
+        table = epoch_table(r["epochs"], d.trial, r["metric"])
+        md += [f"\n### #{d.rank} {d.trial}\n", *[f"- {t}" for t in d.sentences], "",
+               to_markdown(table, list(table.columns))]
+    return md
+
+
+def load_crops(exp_dir: Path, diagnosed: list[tuple[str, int, int]]) -> dict[str, tuple[dict, dict]]:
+    """trial -> (crop sets of its best epoch, of its last) for ``diagnosed`` (trial, best epoch, last epoch); a
+    trial without both files, or with one unreadable, is left out (the diagnosis says its noise is unknown)."""
+    out = {}
+    for trial, best, last in diagnosed:
+        files = crop_prediction_files(exp_dir / trial)
+        if best not in files or last not in files:
+            continue
+        try:
+            out[trial] = (load_crop_predictions(files[best]), load_crop_predictions(files[last]))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a file cut by a crash: no noise, no failure
+            continue
+    return out
+
+
+def diagnoses_of(exp_dir: Path, ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> list[Diagnosis]:
+    """The top trials' diagnosis, with the crop files of the two epochs it compares."""
+    if epochs.empty or "epoch" not in epochs:
+        return []
+    last = epochs.groupby("trial")["epoch"].max()
+    top = ranking.dropna(subset=[metric]).head(TOP)
+    wanted = [(t, int(b), int(last[t])) for t, b in zip(top["trial"], top["best_epoch"]) if t in last.index
+              and np.isfinite(b)]
+    return diagnose(ranking, epochs, metric, load_crops(exp_dir, wanted))
 
 
 def fit_importance(r: dict) -> tuple[pd.DataFrame | None, str]:
@@ -275,6 +336,7 @@ def compute_tables(exp_dir: Path, metric: str | None = None) -> dict:
              if (p := load_predictions(path)) is not None} if metric == study_metric else {}
     ranking = add_uncertainty(ranking, preds)
     return {"metric": metric, "mode": mode, "epochs": epochs, "ranking": ranking,
+            "diagnoses": diagnoses_of(exp_dir, ranking, epochs, metric),
             "groups": group_split_seeds(ranking, metric, mode), "marginals": marginals(ranking, metric, mode),
             "versions": settings.get("versions"), "source": settings.get("source"), "uri": settings.get("uri"),
             "planned": settings.get("trials"), "confirmation": load_confirmation(exp_dir)}
@@ -295,7 +357,7 @@ def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     metric, ranking = r["metric"], r["ranking"]
     r["importance"], r["importance_note"] = fit_importance(r)
     r["findings"] = headline(ranking, r["epochs"], metric, experiment or r["uri"] or str(exp_dir), r["source"],
-                             r["planned"], r["confirmation"])
+                             r["planned"], r["confirmation"], r["diagnoses"])
     r["out"] = out
     r["epochs"].to_parquet(out / "results.parquet", index=False)
     cols = _columns(ranking, metric)
@@ -314,6 +376,7 @@ def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     if r["importance"] is not None:
         md += [f"\n## Hyperparameter importance for {metric} (fANOVA)\n",
                to_markdown(r["importance"], list(r["importance"].columns))]
+    md += diagnosis_markdown(r)
     confirmation = r["confirmation"]
     if confirmation is not None:  # iqa-tune confirm: the top configurations over seeds
         view, method = display_table(confirmation), " ".join(filter(None, (method_text(confirmation),
@@ -350,6 +413,10 @@ def build_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
         console.print(to_rich(display_table(confirmation), None, "confirmation over seeds (test SRCC at the best "
                                                                  "val epoch, paired against the best; Holm)"))
     console.print(Text(f"report: {out}/index.html (ranking.csv, ranking.md, results.parquet, *.png)"))
+    if r["diagnoses"]:
+        console.print(Panel(Text("\n".join([diagnosis_summary(r["diagnoses"]), *(t for d in r["diagnoses"] for t in d.sentences)])),
+                            title="Why does test SRCC fall? (top trials; 95% paired bootstrap over images)",
+                            title_align="left", border_style="magenta"))
     console.print(Panel(Text("\n".join(f.text for f in r["findings"])), title="What the study found",
                         title_align="left", border_style="blue"))
     return out
