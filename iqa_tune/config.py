@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -73,6 +74,27 @@ DATASET_NAMES = ("demo", "koniq10k", "livec", "kadid10k", "spaq", "csv")
 
 
 @dataclass
+class ExtraTestConfig:
+    """A cross-dataset test set (``data.extra_tests``): every image of it scored each epoch on fixed crops of the
+    run's patch size, at image level, reported as ``xtest_<name>_srcc/plcc/krcc``; never used to select."""
+
+    name: str | None = None  # [a-z0-9_]+, unique; None = the dataset's name (livec -> xtest_livec_srcc)
+    dataset: Literal[DATASET_NAMES] | None = None  # which adapter reads root (required)
+    root: str | None = None  # the set's folder; demo: built on first use under data.cache_dir
+    label: str | None = None  # label column/scale, as data.label
+    csv_file: str | None = None  # csv dataset: the label file, relative to root
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
+    resize: list[int] | int | None = None  # as data.resize; None = the dataset's default
+    test_patches: int | None = field(default=None, metadata=_check(_positive))  # fixed crops; None = data.test_patches
+    limit: int | None = field(default=None, metadata=_check(_positive))  # use only the first N images
+
+    @property
+    def key(self) -> str:
+        """The set's name in metric columns and crop files (``xtest_<key>``)."""
+        return self.name if self.name is not None else str(self.dataset)
+
+
+@dataclass
 class DataConfig:
     dataset: Literal[DATASET_NAMES] = "demo"  # which adapter reads data.root
     root: str | None = None  # dataset folder; demo: built on first use under cache_dir
@@ -88,6 +110,10 @@ class DataConfig:
     flip: bool = True  # random horizontal flip of training patches: reference
     cache_dir: str | None = None  # decoded-image cache; None = $IQA_TUNE_CACHE or ~/.cache/iqa-tune
     limit: int | None = field(default=None, metadata=_check(_positive))  # use only the first N images (smoke runs)
+    # training images scored like test each epoch (fixed crops, eval mode), evenly spaced over the train split:
+    # the generalisation gap at one scale (train_eval_srcc - test_srcc). None = as many as the test split; 0 = off
+    train_eval_images: int | None = field(default=None, metadata=_check(_non_negative))
+    extra_tests: list[ExtraTestConfig] = field(default_factory=list)  # cross-dataset test sets, never selected on
 
 
 @dataclass
@@ -269,10 +295,8 @@ def _cross_checks(cfg: RunConfig) -> None:
     if s.train <= 0 or s.test <= 0 or s.val <= 0:
         raise UserError("data.split: train, val and test must all be > 0 (the best epoch is chosen on val, "
                         "never on test)")
-    if isinstance(d.resize, list) and (len(d.resize) != 2 or min(d.resize) <= 0):
-        raise UserError(f"data.resize: expected [width, height] with positive values, got {d.resize!r}")
-    if isinstance(d.resize, int) and d.resize <= 0:
-        raise UserError(f"data.resize: the shorter side must be > 0, got {d.resize!r}")
+    _check_resize(d.resize, "data.resize")
+    _check_extra_tests(d)
     m = cfg.model
     if len(m.target_dims) != 4 or min(m.target_dims) <= 0:
         raise UserError(f"model.target_dims: expected 4 positive widths, got {m.target_dims!r}")
@@ -289,6 +313,38 @@ def _cross_checks(cfg: RunConfig) -> None:
         raise UserError(f"data.patch_size ({d.patch_size}) must equal the input size of model.backbone {m.backbone} "
                         f"({fixed}): Swin builds its attention windows for one input size; set data.patch_size: "
                         f"{fixed}, or model.backbone_kwargs.img_size: {d.patch_size}")
+
+
+# evaluation sets of the solver: an extra test set named like one would read as it in tables and crop files
+BUILTIN_SETS = ("train", "val", "test", "train_eval")
+
+
+def _check_resize(resize: Any, path: str) -> None:
+    if isinstance(resize, list) and (len(resize) != 2 or min(resize) <= 0):
+        raise UserError(f"{path}: expected [width, height] with positive values, got {resize!r}")
+    if isinstance(resize, int) and resize <= 0:
+        raise UserError(f"{path}: the shorter side must be > 0, got {resize!r}")
+
+
+def _check_extra_tests(d: DataConfig) -> None:
+    """What can be checked of ``data.extra_tests`` without reading files (those checks: ``prepare.extra_catalogs``)."""
+    seen: dict[str, int] = {}
+    for i, x in enumerate(d.extra_tests):
+        path = f"data.extra_tests[{i}]"
+        if x.dataset is None:
+            raise UserError(f"{path}.dataset: required; one of {', '.join(DATASET_NAMES)}")
+        if not re.fullmatch(r"[a-z0-9_]+", x.key):
+            raise UserError(f"{path}.name: {x.key!r} must be lower-case letters, digits and '_' (it names the "
+                            f"metrics xtest_<name>_srcc...)")
+        if x.key in BUILTIN_SETS:
+            raise UserError(f"{path}.name: {x.key!r} is the name of a built-in evaluation set "
+                            f"({', '.join(BUILTIN_SETS)}); choose another")
+        if x.key in seen:
+            other = f"data.extra_tests[{seen[x.key]}]"
+            how = "" if x.name else f" (unnamed sets take their dataset's name: set {path}.name)"
+            raise UserError(f"{path}.name: {x.key!r} is already the name of {other}{how}")
+        seen[x.key] = i
+        _check_resize(x.resize, f"{path}.resize")
 
 
 def check_run_config(cfg: RunConfig, source: str = "") -> RunConfig:
@@ -403,7 +459,9 @@ def resolve_paths(cfg: RunConfig) -> RunConfig:
     def absolute(p: str | None) -> str | None:
         return str(Path(p).expanduser().resolve()) if p else p
 
-    data = dataclasses.replace(cfg.data, root=absolute(cfg.data.root), cache_dir=str(cache_root(cfg.data).resolve()))
+    extra = [dataclasses.replace(x, root=absolute(x.root)) for x in cfg.data.extra_tests]
+    data = dataclasses.replace(cfg.data, root=absolute(cfg.data.root), cache_dir=str(cache_root(cfg.data).resolve()),
+                               extra_tests=extra)
     model = dataclasses.replace(cfg.model, checkpoint=absolute(cfg.model.checkpoint))
     return dataclasses.replace(cfg, data=data, model=model)
 

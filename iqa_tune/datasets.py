@@ -327,6 +327,15 @@ def split_catalog(cat: Catalog, cfg: SplitConfig) -> dict[str, np.ndarray]:
     return {k: np.array(sorted(v), dtype=np.int64) for k, v in out.items()}
 
 
+def train_eval_subset(train: np.ndarray, n: int) -> np.ndarray:
+    """``n`` images of the train split scored like test each epoch: evenly spaced over it (its catalog order), so
+    the subset is the same in every trial and epoch and spans the split's contents. Empty for 0."""
+    n = min(n, len(train))
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    return train[np.unique(np.linspace(0, len(train) - 1, n).round().astype(np.int64))]
+
+
 MIN_EVAL = 3  # distinct scores a val or test split needs: SRCC/PLCC of fewer is undefined or meaningless
 
 

@@ -148,12 +148,14 @@ class TrainPatches:
 
 
 class EvalPatches:
-    """The fixed crops of a val/test split, in batches; patch k belongs to image ``image[k]``."""
+    """The fixed crops of an evaluation set (val, test, training images scored like test, a cross-dataset set), in
+    batches; patch k belongs to image ``image[k]``, and image i's crops are patches i x test_patches onwards."""
 
     def __init__(self, cache: ImageCache, indices: np.ndarray, scores: np.ndarray, paths: list[str], *,
                  patch_size: int, test_patches: int, batch_size: int):
         self.cache, self.scores, self.patch_size, self.batch_size = cache, scores, patch_size, batch_size
-        self.indices = indices
+        self.indices, self.test_patches = indices, test_patches
+        self.paths = [paths[i] for i in indices]  # the set's images, in its order
         self.image = np.repeat(np.arange(len(indices)), test_patches)
         self.ys, self.xs = fixed_offsets(cache, indices, paths, patch_size, test_patches)
 

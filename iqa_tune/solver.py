@@ -22,7 +22,7 @@ from .backbones import normalization
 from .config import RunConfig
 from .errors import UserError
 from .losses import hyperiqa_loss
-from .metrics import correlations, image_means
+from .metrics import correlations, disagreement, image_means, logistic_plcc, patch_srcc
 from .model import HyperIQA, build_model
 from .patches import EvalPatches, Normalizer, TrainPatches, prefetch
 from .prepare import PreparedData
@@ -57,6 +57,38 @@ def lr_lambda(cfg, iters_per_epoch: int) -> Callable[[int], float]:
     return step if cfg.schedule == "step" else cosine
 
 
+def evaluation_sets(data: PreparedData, patch_size: int, test_patches: int, batch_size: int) -> dict[str, EvalPatches]:
+    """The sets scored on fixed crops after every epoch, in order: val, test, the training images scored like test
+    (``train_eval``), then each cross-dataset set (``xtest_<name>``, on its own cache, with its own crop count)."""
+    cat, cache, split = data.catalog, data.cache, data.split
+    sets = {name: idx for name, idx in (("val", split["val"]), ("test", split["test"]),
+                                         ("train_eval", data.train_eval)) if len(idx)}
+    out = {name: EvalPatches(cache, idx, cat.scores, cat.paths, patch_size=patch_size, test_patches=test_patches,
+                             batch_size=batch_size) for name, idx in sets.items()}
+    for x in data.extra:
+        out[x.key] = EvalPatches(x.cache, np.arange(len(x.catalog)), x.catalog.scores, x.catalog.paths,
+                                 patch_size=patch_size, test_patches=x.test_patches, batch_size=batch_size)
+    return out
+
+
+def evaluation_metrics(name: str, crops: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The metrics of one evaluation set from its crop predictions (images x crops): the one place that names them.
+
+    Image level is the mean of an image's crops. val/test: image SRCC/PLCC/KRCC, patch SRCC (each crop against its
+    image's label: training's scale), crop SD and disagreement (:func:`iqa_tune.metrics.disagreement`);
+    train_eval: image SRCC/PLCC; xtest_<name>: image SRCC, PLCC after a 4-parameter logistic fit (label scales
+    differ between datasets), KRCC. None of these but val's may select an epoch (``records.SELECTION_METRICS``)."""
+    image = correlations(crops.mean(axis=1, dtype=np.float64), labels)
+    if name.startswith("xtest_"):
+        return {f"{name}_srcc": image["srcc"], f"{name}_plcc": logistic_plcc(crops.mean(axis=1, dtype=np.float64), labels),
+                f"{name}_krcc": image["krcc"]}
+    if name == "train_eval":
+        return {"train_eval_srcc": image["srcc"], "train_eval_plcc": image["plcc"]}
+    crop_sd, ratio = disagreement(crops)
+    return {**{f"{name}_{k}": v for k, v in image.items()}, f"{name}_srcc_patch": patch_srcc(crops, labels),
+            f"{name}_crop_sd": crop_sd, f"{name}_disagreement": ratio}
+
+
 class Solver:
     """Trains HyperIQA on prepared data. ``fit()`` yields one metrics dict per epoch; ``state_dict()`` and
     ``load_state_dict()`` make a run resumable (batches depend only on (seed, epoch), so a resumed run repeats
@@ -81,9 +113,9 @@ class Solver:
         self.train_patches = TrainPatches(cache, split["train"], cat.scores, patch_size=d.patch_size,
                                           train_patches=d.train_patches, patches_per_image=t.patches_per_image,
                                           batch_size=t.batch_size, flip=d.flip)
-        self.eval_sets = {name: EvalPatches(cache, split[name], cat.scores, cat.paths, patch_size=d.patch_size,
-                                            test_patches=d.test_patches, batch_size=t.eval_batch_size)
-                          for name in ("val", "test") if len(split[name])}
+        self.eval_sets = evaluation_sets(data, d.patch_size, d.test_patches, t.eval_batch_size)
+        # the last epoch's crop predictions of every evaluation set: name -> (image paths, labels, images x crops)
+        self.crops: dict[str, tuple[list[str], np.ndarray, np.ndarray]] = {}
         self.lr_rule = (lambda it: 1.0) if t.reference_compat else lr_lambda(t, len(self.train_patches))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_rule)
         self.normalize = Normalizer(self.device, t.channels_last, *normalization(cfg.model.backbone))
@@ -163,16 +195,23 @@ class Solver:
         return out
 
     @torch.no_grad()
-    def evaluate(self, name: str) -> tuple[dict, np.ndarray]:
-        """Image-level SRCC/PLCC/KRCC of a split on its fixed crops; also the per-image predictions."""
+    def predict_crops(self, name: str) -> np.ndarray:
+        """Every fixed crop's prediction of an evaluation set, (images, crops), in eval mode."""
         ev = self.eval_sets[name]
         self.model.eval()
         preds = []
         for batch in prefetch(ev.batches(pin=self.device.type == "cuda")):
             with self.autocast():
                 preds.append(self.forward(self.normalize(batch.pixels)).float().cpu().numpy())
-        per_image = image_means(np.concatenate(preds), ev.image, len(ev.indices))
-        return {f"{name}_{k}": v for k, v in correlations(per_image, ev.labels).items()}, per_image
+        return np.concatenate(preds).reshape(len(ev.indices), ev.test_patches)
+
+    def evaluate(self, name: str) -> tuple[dict, np.ndarray]:
+        """The metrics of an evaluation set on its fixed crops (:func:`evaluation_metrics`); also the per-image
+        predictions. Its crop predictions are kept in ``self.crops`` for the epoch's crop file."""
+        ev = self.eval_sets[name]
+        crops = self.predict_crops(name)
+        self.crops[name] = (ev.paths, ev.labels, crops)
+        return evaluation_metrics(name, crops, ev.labels), crops.mean(axis=1, dtype=np.float64)
 
     def run_epoch(self, on_batch: Callable[[int, int], None] | None = None) -> tuple[dict, np.ndarray | None]:
         """Train one epoch and evaluate val and test; returns (metrics, per-image test predictions)."""
@@ -182,11 +221,14 @@ class Solver:
         metrics = {"epoch": self.epoch + 1, "lr_hyper": 0.0}  # 0 unless a hyper-network group trains
         metrics.update(self.train_epoch(on_batch))
         test_pred = None
+        self.crops = {}
+        evaluating = time.perf_counter()
         for name in self.eval_sets:
             m, per_image = self.evaluate(name)
             metrics.update(m)
             if name == "test":
                 test_pred = per_image
+        metrics["eval_seconds"] = time.perf_counter() - evaluating
         for g in self.optimizer.param_groups:
             metrics[f"lr_{g['name']}"] = g["lr"]
         self.epoch += 1

@@ -36,6 +36,7 @@ from .config import (
 )
 from .datasets import SHIPS_OFFICIAL_SPLIT
 from .errors import UserError, did_you_mean
+from .prepare import extra_catalogs
 from .records import SELECTION_METRICS
 from .storage import uri_problem
 
@@ -320,6 +321,10 @@ def load_space(path: str) -> Space:
         raise UserError(f"{path}: study.metric: {metric!r} is not a selection metric"
                         f"{did_you_mean(metric, SELECTION_METRICS)}; choose one of {', '.join(SELECTION_METRICS)} "
                         "(test metrics are never used to select)")
+    try:
+        extra_catalogs(base.data)  # labels of the cross-dataset sets read here: validate refuses what run would
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
     return space
 
 

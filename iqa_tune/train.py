@@ -2,7 +2,8 @@
 
 Writes into OUT_DIR/NAME/ (file names in :mod:`iqa_tune.records`): ``config.yaml`` (resolved), ``split.json``,
 ``versions.json`` (iqa-tune, git commit, libraries, GPU), ``metrics.jsonl`` (one line per epoch, appended as it goes, so an interrupted run keeps what it computed),
-``best.pt`` (state at the best val epoch) and ``test_predictions.npz`` (per-image test predictions of that epoch).
+``best.pt`` (state at the best val epoch), ``test_predictions.npz`` (per-image test predictions of that epoch) and
+``crops/epoch_NNN.npz`` (every epoch's fixed-crop predictions of every evaluation set).
 """
 
 from __future__ import annotations
@@ -53,7 +54,37 @@ def _summary(console: Console, solver: Solver, last: dict, out: Path) -> None:
         table.add_row(label, str(row["epoch"]), *[_figure(row.get(k)) for k in
                                                   ("val_srcc", "val_plcc", "test_srcc", "test_plcc")])
     console.print(table)
+    signals = _signals_table(best, last)
+    if signals is not None:
+        console.print(signals)
     console.print(Text(f"results: {out}"))
+
+
+def _signal_columns(row: dict) -> dict[str, str]:
+    """Header -> metric key of the signals a row holds: test patch SRCC and disagreement, the training images
+    scored like test, and each cross-dataset set."""
+    cols = {"test patch SRCC": "test_srcc_patch", "test disagr.": "test_disagreement",
+            "train-eval SRCC": "train_eval_srcc"}
+    for key in row:
+        if key.startswith("xtest_") and key.endswith("_srcc"):
+            name = key[len("xtest_"):-len("_srcc")]
+            cols[f"{name} SRCC"] = key
+            cols[f"{name} PLCC*"] = f"xtest_{name}_plcc"
+    return {h: k for h, k in cols.items() if k in row}
+
+
+def _signals_table(best: dict, last: dict) -> Table | None:
+    cols = _signal_columns(last)
+    if not cols:
+        return None
+    xtest = any(k.startswith("xtest_") for k in cols.values())
+    note = " (* PLCC after a 4-parameter logistic fit)" if xtest else ""
+    table = Table(title=Text(f"signals on fixed crops, eval mode{note}"), show_header=True)
+    for col in ("", "epoch", *cols):
+        table.add_column(col, justify="right")
+    for label, row in (("best val", best), ("last", last)):
+        table.add_row(label, str(row["epoch"]), *[_figure(row.get(k)) for k in cols.values()])
+    return table
 
 
 def _fit(console: Console, solver: Solver, data: PreparedData, out: Path) -> dict:
@@ -66,6 +97,9 @@ def _fit(console: Console, solver: Solver, data: PreparedData, out: Path) -> dic
             open(out / records.METRICS_FILE, "a") as log:
         task = bar.add_task("train", total=None, epoch=1, status="")
         for metrics, test_pred in solver.fit(lambda b, n: bar.update(task, completed=b, total=n)):
+            # the crops first: a metrics line always has its crop file, for a report that recomputes from it
+            records.save_crop_predictions(records.crop_prediction_path(out, metrics["epoch"]), solver.crops,
+                                          metrics["epoch"])
             log.write(json.dumps(metrics) + "\n")
             log.flush()
             if metrics["improved"]:

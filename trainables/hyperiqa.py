@@ -5,7 +5,8 @@ metric improves (one kept per trial), holding the solver state and the per-image
 and, under synchronous halving, at every rung, where the trial may be paused: that one holds the state at the
 rung and the predictions of the best epoch so far. A resumed trial restarts from the newest; batches depend only
 on (seed, epoch), so the epochs it repeats see the same data as the first time. The trial's resolved config and split go into its folder of the experiment through
-the study's storage (:class:`iqa_tune.storage.Store`: a folder or a URI), so they arrive from any node.
+the study's storage (:class:`iqa_tune.storage.Store`: a folder or a URI), so they arrive from any node, and so
+does every epoch's ``crops/epoch_NNN.npz`` (the fixed-crop predictions of every evaluation set).
 """
 
 from __future__ import annotations
@@ -49,10 +50,23 @@ def as_tune_metrics(metrics: dict) -> dict:
     return {k: (float(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in metrics.items()}
 
 
+def _trial_name() -> str:
+    return Path(tune.get_context().get_trial_dir()).name  # the trial's folder name in the experiment
+
+
+def _write_crops(results: storage.Store, solver: Solver, epoch: int) -> None:
+    """The epoch's crop predictions of every evaluation set, as ``crops/epoch_NNN.npz`` in the trial's folder of
+    the experiment (through the study's storage, like the run files); before the epoch is reported, so a row in
+    the results always has its file."""
+    with tempfile.TemporaryDirectory() as folder:
+        records.save_crop_predictions(records.crop_prediction_path(folder, epoch), solver.crops, epoch)
+        storage.put_folder(results, Path(folder) / records.CROPS_DIR, f"{_trial_name()}/{records.CROPS_DIR}")
+
+
 def _write_run_files(results: storage.Store, data, cfg) -> None:
     """The resolved config and the split, in the trial's folder of the experiment; once: a resumed trial keeps
     those it started with."""
-    trial = Path(tune.get_context().get_trial_dir()).name  # the trial's folder name in the experiment
+    trial = _trial_name()
     if storage.holds(results, f"{trial}/{records.CONFIG_FILE}"):
         return
     with tempfile.TemporaryDirectory() as folder:
@@ -73,6 +87,7 @@ def hyperiqa_trainable(config: dict, space: Space, results: storage.Store) -> No
     # where the trial ran and which copy of iqa_tune it imported (the one the driver shipped, see study.connect)
     where = {"node_id": ray.get_runtime_context().get_node_id(), "code": str(Path(iqa_tune.__file__).parent)}
     for metrics, test_pred in solver.fit():
+        _write_crops(results, solver, metrics["epoch"])
         metrics = as_tune_metrics({**metrics, **where})
         if not metrics["improved"] and metrics["epoch"] not in pauses:
             tune.report(metrics)
