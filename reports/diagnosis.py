@@ -234,7 +234,7 @@ def diagnose(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str, crops: di
 
 def _noise_clause(c: Change) -> str:
     if c.known:
-        return f"inside its noise over {c.images} images (the interval holds 0), so this signal cannot decide"
+        return f"inside its noise (the interval holds 0, over {c.images} images), so this signal cannot decide"
     return "no change at all, so this signal cannot decide"
 
 
@@ -249,7 +249,7 @@ def _test_sentence(d: Diagnosis) -> str:
         return f"{where} did not fall after the best val epoch; it rose: {figures}{how}."
     if t.direction == "undefined":
         return f"{where} is undefined at one of the two epochs ({figures}): nothing to compare."
-    return f"{where} changed after the best val epoch: {figures}{how}: {_noise_clause(t)} whether test fell."
+    return f"{where} changed after the best val epoch, {figures}: {_noise_clause(t)} whether test fell."
 
 
 def _train_eval_sentence(c: Change, test: Change) -> str:

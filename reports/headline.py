@@ -119,12 +119,16 @@ def overfitting(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str,
              else f"the top {len(judged)} trials that trained past their")
     names = {_train_signal(d, epochs)[1] for d in judged} - {None}
     rose = " or ".join(TRAIN_SIGNALS[n] for n in sorted(names)) or "train SRCC"
-    verdict = (f"Overfitting in {len(falls)} of {which} best val epoch: image-level test SRCC fell after it while "
-               f"{rose} rose" if falls else
-               f"No overfitting in {which} best val epoch: image-level test SRCC did not fall while {rose} rose")
-    if noisy:
-        verdict += (f" (in {noisy}, test changed inside its noise, paired bootstrap over test images: it cannot "
-                    "decide)")
+    noise = f"in {noisy}, test changed inside its noise (paired bootstrap over test images): it cannot decide"
+    if falls:
+        verdict = (f"Overfitting in {len(falls)} of {which} best val epoch: image-level test SRCC fell after it "
+                   f"while {rose} rose" + (f" ({noise})" if noisy else ""))
+    elif noisy == len(judged):
+        verdict = (f"Overfitting cannot be decided in {which} best val epoch: image-level test SRCC changed inside "
+                   "its noise after it (paired bootstrap over test images)")
+    else:
+        verdict = (f"No overfitting in {which} best val epoch: image-level test SRCC did not fall while {rose} rose"
+                   + (f" ({noise})" if noisy else ""))
     top = ranking.iloc[0]
     half = (top.get("test_srcc_ci_hi", np.nan) - top.get("test_srcc_ci_lo", np.nan)) / 2
     if falls and np.isfinite(half) and not all(d.changes["test_srcc"].known for d in judged):
