@@ -26,12 +26,12 @@ import pandas as pd
 
 from iqa_tune.metrics import disagreement
 
-from .labels import metric_label
+from .labels import XTEST, metric_label, signal_columns
 from .ranking import BOOTSTRAP_RESAMPLES, RowStatistic, paired_rows, srcc_rows
 
 TOP = 3  # trials diagnosed, by the study metric
-XTEST = "xtest_"
-# signal column -> (evaluation set in the crop files, statistic over that set's crops, name in a sentence)
+# signal column -> (evaluation set in the crop files, statistic over that set's crops, name in a sentence), in the
+# order of labels.SIGNAL_ORDER
 SIGNALS = {"test_srcc": ("test", "image", "test SRCC"),
            "train_eval_srcc": ("train_eval", "image", "train-eval SRCC"),
            "test_disagreement": ("test", "disagreement", "within-image disagreement on test"),
@@ -41,12 +41,6 @@ EXPLAINING = ("train_eval_srcc", "test_disagreement", "test_srcc_patch")  # read
 # ~35 s on 2 cores, so a large set gets fewer (400 there, ~7 s); a small one (the demo's) keeps all of them
 PATCH_VALUES = 20_000_000
 PATCH_MIN_RESAMPLES = 200
-
-
-def signal_columns(columns) -> list[str]:
-    """The diagnosis signals among ``columns``, in the order of the sentences (cross-dataset sets last)."""
-    cols = list(columns)
-    return [c for c in SIGNALS if c in cols] + sorted(c for c in cols if c.startswith(XTEST) and c.endswith("_srcc"))
 
 
 def _signal(col: str) -> tuple[str, str, str]:

@@ -2,11 +2,15 @@
 training images ranked better (overfitting), a fall with the crops of an image disagreeing, a change inside the
 noise, no fall, and missing signals; each change's interval checked against the bootstrap computed independently."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from iqa_tune.metrics import disagreement, patch_srcc, srcc
+from iqa_tune.reports.confirmation import display_table, load_confirmation
 from iqa_tune.reports.diagnosis import (
     bootstrap_change,
     diagnose,
@@ -175,3 +179,30 @@ def test_signal_columns_and_the_epoch_table():
     assert list(table.columns) == ["epoch", "val_srcc", "test_srcc", "test_disagreement", "xtest_a_srcc",
                                    "xtest_b_srcc"]
     assert table["epoch"].tolist() == [1, 2]
+
+
+def test_the_confirmation_table_carries_the_signals_as_means_over_seeds(tmp_path):
+    exp = tmp_path / "confirm"
+    exp.mkdir()
+    configs = [{"name": "a", "values": {"loss.alpha": 1.0}, "search_trials": ["a"], "search_metric": 0.5}]
+    (exp / "study.yaml").write_text(yaml.safe_dump({"metric": "val_srcc", "mode": "max", "confirm": {
+        "seeds": [1, 2], "split_seeds": [0], "configurations": configs}}))
+    for seed in (1, 2):
+        (exp / f"a{seed}").mkdir()
+        (exp / f"a{seed}/params.json").write_text(json.dumps({"loss.alpha": 1.0, "train.seed": seed,
+                                                              "data.split.seed": 0}))
+        # best val at epoch 1; the last epoch 3 is worse on test, better on train-eval, the crops disagree more
+        rows = [{"epoch": e, "val_srcc": 0.6 - 0.1 * (e - 1), "test_srcc": 0.7 - 0.05 * e * seed,
+                 "train_eval_srcc": 0.5 + 0.1 * e, "test_disagreement": 0.2 * e, "xtest_other_srcc": 0.4,
+                 "max_epochs": 3} for e in (1, 2, 3)]
+        (exp / f"a{seed}/result.json").write_text("\n".join(map(json.dumps, rows)) + "\n")
+    (exp / "trial_status.json").write_text(json.dumps({"a1": "TERMINATED", "a2": "TERMINATED"}))
+    table = load_confirmation(tmp_path)
+    row = table.iloc[0]
+    assert row["test_srcc_change"] == pytest.approx(np.mean([-0.1, -0.2]))  # 3 x 0.05 x seed - 0.05 x seed
+    assert row["train_eval_srcc"] == pytest.approx(0.6) and row["train_eval_srcc_change"] == pytest.approx(0.2)
+    assert row["test_disagreement_change"] == pytest.approx(0.4) and row["xtest_other_srcc_change"] == 0
+    view = display_table(table).iloc[0]
+    assert view["test Δ after best"] == "-0.150" and view["train-eval SRCC (Δ after best)"] == "0.600 (+0.200)"
+    assert view["disagreement (Δ after best)"] == "0.200 (+0.400)" and view["other SRCC (Δ after best)"] == \
+        "0.400 (+0.000)"
