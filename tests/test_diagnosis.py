@@ -2,7 +2,9 @@
 training images ranked better (overfitting), a fall with the crops of an image disagreeing, a change inside the
 noise, no fall, and missing signals; each change's interval checked against the bootstrap computed independently."""
 
+import html
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -10,6 +12,7 @@ import pytest
 import yaml
 
 from iqa_tune.metrics import disagreement, patch_srcc, srcc
+from iqa_tune.records import crop_prediction_files, load_crop_predictions
 from iqa_tune.reports.confirmation import display_table, load_confirmation
 from iqa_tune.reports.diagnosis import (
     bootstrap_change,
@@ -22,6 +25,9 @@ from iqa_tune.reports.diagnosis import (
 )
 from iqa_tune.reports.headline import overfitting
 from iqa_tune.reports.ranking import paired_bootstrap_test
+
+from .conftest import cli, koniq_like_csv
+from .test_study import TINY
 
 N = 400  # resamples: the statistics are ranking.py's (tested there); fewer keep these tests fast
 
@@ -206,3 +212,50 @@ def test_the_confirmation_table_carries_the_signals_as_means_over_seeds(tmp_path
     assert view["test Δ after best"] == "-0.150" and view["train-eval SRCC (Δ after best)"] == "0.600 (+0.200)"
     assert view["disagreement (Δ after best)"] == "0.200 (+0.400)" and view["other SRCC (Δ after best)"] == \
         "0.400 (+0.000)"
+
+
+def test_the_report_diagnoses_a_real_training_run(tmp_path):
+    """One ``iqa-tune train`` run (4 epochs, a train-eval subset, a cross-dataset set in the csv format) laid out
+    as the one-trial experiment Tune writes (params.json, result.json, the best epoch's predictions in a
+    checkpoint): the report's diagnosis, on the page, in ranking.md and in the terminal, matches a recomputation
+    from the run's own crop files."""
+    koniq_like_csv(tmp_path / "other", 12, size=(96, 72))
+    cfg = json.loads(json.dumps(TINY))
+    cfg["train"].update(epochs=4, lr=3e-3)
+    cfg["data"]["extra_tests"] = [{"name": "other", "dataset": "csv", "root": str(tmp_path / "other"),
+                                   "csv_file": "labels.csv"}]
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({**cfg, "name": "run", "out_dir": str(tmp_path / "runs")}))
+    assert (run := cli("train", tmp_path / "run.yaml")).returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    trial = tmp_path / "exp/t_run"
+    shutil.copytree(tmp_path / "runs/run", trial)
+    (trial / "params.json").write_text(json.dumps({"train.lr": 3e-3}))
+    shutil.copy(trial / "metrics.jsonl", trial / "result.json")
+    (trial / "checkpoint_000001").mkdir()
+    shutil.move(trial / "test_predictions.npz", trial / "checkpoint_000001")
+    report = cli("report", tmp_path / "exp")
+    assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-2000:]
+
+    rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+    best = max(rows, key=lambda r: r["val_srcc"])["epoch"]  # first max on ties, like the report
+    files = crop_prediction_files(trial)
+    assert sorted(files) == [1, 2, 3, 4]
+    sets = [load_crop_predictions(files[e]) for e in (best, 4)]
+    assert {"test", "train_eval", "xtest_other"} <= set(sets[0])
+    means = [s["test"]["pred"].astype(np.float64).mean(axis=1) for s in sets]
+    label = sets[0]["test"]["label"]
+    diff, lo, hi, _ = paired_bootstrap_test(label, means[1], means[0])
+    md = (tmp_path / "exp/report/ranking.md").read_text()
+    page = (tmp_path / "exp/report/index.html").read_text()
+    terminal = " ".join(report.stdout.split())  # rich wraps the panel's lines
+    if best == 4:  # val peaked at the last epoch on this machine: nothing after it, and the report says so
+        expected = "(t_run): its best val epoch 4 is its last: nothing after it to judge."
+    else:
+        expected = (f"{srcc(means[0], label):.3f} at epoch {best} -> {srcc(means[1], label):.3f} at epoch 4 "
+                    f"({diff:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}")
+        assert "Cross-dataset sets: other SRCC" in md
+        assert 'id="plot-diagnosis-1"' in page  # the chart of the signals per epoch
+    for text in (md, html.unescape(page), terminal):
+        assert "Why does test SRCC fall?" in text and expected in text
+    assert "| epoch | val_srcc | test_srcc | train_eval_srcc | test_disagreement | test_srcc_patch | " \
+           "xtest_other_srcc |" in md
+    assert "Not recorded" not in md  # a run of this iqa-tune records every signal
