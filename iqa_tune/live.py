@@ -2,7 +2,8 @@
 
 Pure rendering from plain rows (no Ray): the driver's Tune callback in ``iqa_tune.study`` feeds it. It fits the
 terminal: hyperparameter columns are shortened to their last key and dropped from the right when the table
-would be wider than the console.
+would be wider than the console. With cross-dataset sets (``data.extra_tests``), one column ``xtest@best`` holds
+the mean of their SRCCs at each trial's best val epoch.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .records import at_best_key, best_key
+from .records import at_best_key, best_key, is_xtest_srcc
 
 # the endings of records.how_it_ended, short for narrow tables (the live table and the report's terminal view)
 SHORT_ENDING = {"cut at a rung": "cut", "completed": "done", "early stop (patience)": "patience"}
@@ -41,6 +42,12 @@ def cell(v) -> str:
     return str(v)
 
 
+def xtest_at_best(last: dict) -> float | None:
+    """The mean SRCC of the cross-dataset sets at the trial's best epoch (one compact column), or None."""
+    values = [v for k, v in last.items() if k.endswith("_at_best") and is_xtest_srcc(k[:-len("_at_best")])]
+    return sum(values) / len(values) if values else None
+
+
 def _width(header: str, cells: list[str]) -> int:
     return max([len(header), *map(len, cells)]) + 3  # padding and the column rule
 
@@ -54,6 +61,8 @@ def render(rows: list[TrialRow], metric: str, dims: list[str], title: str, width
                metric: [cell(r.last.get(metric)) for r in shown],
                f"best {metric}": [cell(r.last.get(best_key(metric))) for r in shown],
                "test@best": [cell(r.last.get(at_best_key("test_srcc"))) for r in shown]}
+    if any(xtest_at_best(r.last) is not None for r in shown):
+        columns["xtest@best"] = [cell(xtest_at_best(r.last)) for r in shown]
     hp = {d: [cell(r.config.get(d)) for r in shown] for d in dims}
     short = {d: d.rsplit(".", 1)[-1] for d in dims}
     used = sum(_width(h, c) for h, c in columns.items()) + 1

@@ -45,6 +45,12 @@ HP_PREFIX = "hp."  # searched values in the tables: hp.loss.alpha
 SELECTION_METRICS = {"val_srcc": "max", "val_plcc": "max", "val_krcc": "max", "train_loss": "min",
                      "train_srcc_patch": "max", "train_srcc_image": "max"}
 AT_BEST = ("test_srcc", "test_plcc")  # read at the best epoch: the honest figures to report
+XTEST_PREFIX = "xtest_"  # the evaluation sets and metric columns of data.extra_tests: xtest_<name>_srcc...
+
+
+def is_xtest_srcc(column: str) -> bool:
+    """A cross-dataset set's SRCC column (``xtest_<name>_srcc``), never a selection metric."""
+    return column.startswith(XTEST_PREFIX) and column.endswith("_srcc")
 
 
 def best_key(metric: str) -> str:
@@ -98,9 +104,11 @@ class BestEpoch:
             self.row, self.since = dict(metrics), 0
         else:
             self.since += 1
+        # the cross-dataset sets too: how the epoch chosen on val generalises beyond the study's dataset
+        xtest = [k for k in metrics if is_xtest_srcc(k)]
         return {"improved": improved, "best_epoch": self.row["epoch"],
                 best_key(self.metric): self.row.get(self.metric, math.nan),
-                **{at_best_key(k): self.row.get(k, math.nan) for k in AT_BEST}}
+                **{at_best_key(k): self.row.get(k, math.nan) for k in (*AT_BEST, *xtest)}}
 
     def state_dict(self) -> dict:
         return {"row": self.row, "since": self.since}

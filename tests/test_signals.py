@@ -3,14 +3,20 @@ every signal of a real ``iqa-tune train`` run recomputed from the crops it saved
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from scipy import optimize, stats
 
 from iqa_tune import records
 from iqa_tune.metrics import disagreement, logistic_plcc, patch_srcc
+
+from .conftest import cli, koniq_like_csv
+from .test_study import TINY, write_space
 
 
 def _crops(n_img: int = 30, n_crop: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -84,3 +90,160 @@ def test_crop_prediction_files_round_trip(tmp_path):
     with np.load(files[10]) as z:
         assert int(z["epoch"]) == 10
     assert records.crop_prediction_files(tmp_path / "nothing") == {}
+
+
+def test_the_epoch_rows_carry_the_cross_dataset_sets_at_the_best_epoch_and_the_live_table_their_mean():
+    from rich.console import Console
+
+    from iqa_tune.live import TrialRow, render
+
+    tracker = records.BestEpoch("val_srcc", "max")
+    tracker.update({"epoch": 1, "val_srcc": 0.5, "test_srcc": 0.4, "xtest_a_srcc": 0.2, "xtest_b_srcc": 0.6})
+    out = tracker.update({"epoch": 2, "val_srcc": 0.3, "test_srcc": 0.5, "xtest_a_srcc": 0.9, "xtest_b_srcc": 0.9})
+    assert out["xtest_a_srcc_at_best"] == 0.2 and out["xtest_b_srcc_at_best"] == 0.6  # epoch 1: the best by val
+    console = Console(width=120, record=True, file=open("/dev/null", "w"))
+    console.print(render([TrialRow("t_00001", "running", {"epoch": 2, **out})], "val_srcc", [], "s", 120))
+    text = console.export_text()
+    assert "xtest@best" in text and "0.4000" in text  # the mean of 0.2 and 0.6
+    console.print(render([TrialRow("t_00001", "running", {"epoch": 2, "val_srcc": 0.3})], "val_srcc", [], "s", 120))
+    assert "xtest@best" not in console.export_text()  # no such column without cross-dataset sets
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# every signal of a real run, recomputed from the crop predictions it saved
+
+
+def extra_csv(folder: Path, n: int = 12) -> dict:
+    """A cross-dataset set in the ``csv`` format (scikit-image photos, scores 0-100), as a data.extra_tests entry."""
+    koniq_like_csv(folder, n, size=(64, 48))
+    return {"name": "other_set", "dataset": "csv", "root": str(folder), "csv_file": "labels.csv"}
+
+
+def _close(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or abs(a - b) < 1e-9
+
+
+def check_signals(folder: Path, rows: list[dict]) -> None:
+    """Each reported epoch of a run or trial folder has its crop file, and every signal in its row equals a
+    recomputation from that file with scipy (the logistic PLCC: through metrics.logistic_plcc, tested above)."""
+    files = records.crop_prediction_files(folder)
+    assert sorted(files) == [r["epoch"] for r in rows]
+    for r in rows:
+        sets = records.load_crop_predictions(files[r["epoch"]])
+        expected = {}
+        for name, s in sets.items():
+            pred, label = s["pred"].astype(np.float64), s["label"]
+            assert pred.shape == (len(label), pred.shape[1]) and len(s["path"]) == len(label)
+            means = pred.mean(axis=1)
+            expected[f"{name}_srcc"] = stats.spearmanr(means, label)[0]
+            if name.startswith("xtest_"):
+                expected[f"{name}_krcc"] = stats.kendalltau(means, label)[0]
+                expected[f"{name}_plcc"] = logistic_plcc(means, label)
+            elif name == "train_eval":
+                expected["train_eval_plcc"] = stats.pearsonr(means, label)[0]
+            else:
+                expected[f"{name}_plcc"] = stats.pearsonr(means, label)[0]
+                expected[f"{name}_krcc"] = stats.kendalltau(means, label)[0]
+                expected[f"{name}_srcc_patch"] = stats.spearmanr(pred.ravel(), np.repeat(label, pred.shape[1]))[0]
+                sd = np.mean([np.std(row) for row in pred])
+                expected[f"{name}_crop_sd"] = sd
+                expected[f"{name}_disagreement"] = sd / np.std(means)
+        wrong = {k: (r.get(k), v) for k, v in expected.items() if not _close(float(r.get(k, math.inf)), float(v))}
+        assert not wrong, f"epoch {r['epoch']}: {wrong}"
+        assert {"val", "test", "train_eval"} <= set(sets)
+
+
+def test_train_run_signals_recompute_from_its_crop_files(tmp_path):
+    xset = tmp_path / "xset"
+    cfg = json.loads(json.dumps(TINY))
+    cfg["data"]["extra_tests"] = [extra_csv(xset)]
+    cfg.update(name="sig", out_dir=str(tmp_path / "runs"))
+    cfg["train"]["epochs"] = 2
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = cli("train", path, env={"COLUMNS": "200"})  # wide enough for the tables' headers on one line
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = tmp_path / "runs/sig"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    check_signals(out, rows)
+    assert {"xtest_other_set_srcc", "xtest_other_set_plcc", "xtest_other_set_krcc"} <= set(rows[0])
+    assert "other_set SRCC" in run.stdout and "train-eval SRCC" in run.stdout  # the signals table
+    split = json.loads((out / "split.json").read_text())
+    sets = records.load_crop_predictions(records.crop_prediction_files(out)[1])
+    # the training images scored like test: as many as the test split, from the train split, the recorded ones
+    assert sets["train_eval"]["path"].tolist() == split["train_eval"]
+    assert len(split["train_eval"]) == len(split["test"]) and set(split["train_eval"]) <= set(split["train"])
+    # the cross-dataset set: every image of its label file, with its own labels
+    listed = (xset / "labels.csv").read_text().splitlines()[1:]
+    assert sets["xtest_other_set"]["path"].tolist() == [line.split(",")[0] for line in listed]
+    assert sets["xtest_other_set"]["label"].tolist() == [float(line.split(",")[1]) for line in listed]
+    # the per-image test predictions of the best epoch are the means of that epoch's crops
+    best = rows[-1]["best_epoch"]
+    saved = np.load(out / "test_predictions.npz")
+    crops = records.load_crop_predictions(records.crop_prediction_files(out)[best])["test"]
+    np.testing.assert_allclose(saved["pred"], crops["pred"].astype(np.float64).mean(axis=1), rtol=1e-12)
+    # fixed crops, eval mode: the best epoch's state, loaded again, scores every set's crops as that epoch did
+    import torch
+
+    from iqa_tune.config import load_run_config
+    from iqa_tune.prepare import prepare_data
+    from iqa_tune.solver import Solver
+
+    again = load_run_config(out / "config.yaml")
+    solver = Solver(again, prepare_data(again, progress=False))
+    solver.load_state_dict(torch.load(out / "best.pt", weights_only=False))
+    saved = records.load_crop_predictions(records.crop_prediction_files(out)[best])
+    for name in ("test", "train_eval", "xtest_other_set"):
+        np.testing.assert_allclose(solver.predict_crops(name), saved[name]["pred"], rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# bad extra test sets: refused before anything trains, naming the key path
+
+
+def _bad_entry(tmp_path: Path, case: str) -> tuple[list[dict], str]:
+    good = extra_csv(tmp_path / "xset", 6)
+    if case == "missing root":
+        return [{**good, "root": str(tmp_path / "nowhere")}], "data.extra_tests[0].root: no such folder"
+    if case == "unknown dataset":
+        return [{**good, "dataset": "livc"}], "data.extra_tests[0].dataset"
+    if case == "name clash":
+        return [good, {**good, "csv_file": "labels.csv"}], "data.extra_tests[1].name: 'other_set' is already"
+    if case == "built-in name":
+        return [{**good, "name": "test"}], "data.extra_tests[0].name: 'test' is the name of a built-in"
+    if case == "no dataset":
+        return [{"root": good["root"]}], "data.extra_tests[0].dataset: required"
+    (tmp_path / "xset/labels.csv").write_text("path,score\nimages/0000.jpg,high\n")
+    return [good], "data.extra_tests[0]: " + str(tmp_path / "xset/labels.csv") + ": row 2: score is not a number"
+
+
+BAD_CASES = ["missing root", "unknown dataset", "name clash", "built-in name", "no dataset", "unreadable labels"]
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_a_bad_extra_test_set_is_refused_by_validate_naming_its_key_path(tmp_path, case, capsys):
+    from iqa_tune.cli import main
+
+    extra, expected = _bad_entry(tmp_path, case)
+    space = write_space(tmp_path, {"loss.alpha": {"grid": [0.0]}}, {"name": "s"},
+                       data={**TINY["data"], "extra_tests": extra})
+    assert main(["validate", str(space)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert expected in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_train_and_run_refuse_a_bad_extra_test_set_before_anything_trains(tmp_path, command):
+    extra, expected = _bad_entry(tmp_path, "unreadable labels")
+    space = write_space(tmp_path, {"loss.alpha": {"grid": [0.0]}}, {"name": "s"},
+                        data={**TINY["data"], "extra_tests": extra})
+    body = yaml.safe_load(space.read_text())
+    if command == "train":
+        del body["search"], body["study"]
+        body["out_dir"] = str(tmp_path / "runs")
+        space.write_text(yaml.safe_dump(body))
+    proc = cli(command, space, *(["--no-dashboard"] if command == "run" else []), timeout=120)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    err = " ".join(proc.stderr.split())
+    assert expected in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()  # nothing trained or kept
