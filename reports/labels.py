@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from iqa_tune.records import HP_PREFIX
+from iqa_tune.records import HP_PREFIX, XTEST_PREFIX, is_xtest_srcc
 
 # searched keys by their everyday name; any other key falls back to its last part ("train.warmup_epochs" ->
 # "warmup epochs"), or its whole path where two keys would share a name
@@ -30,13 +30,13 @@ COLUMN_NAMES = {"rank": "rank", "trial": "trial", "ended": "ended", "reason": "r
 UPPER = {"srcc": "SRCC", "plcc": "PLCC", "krcc": "KRCC"}
 # the diagnosis signals per epoch (SIGNALS.md), in the order the diagnosis reads them; cross-dataset sets follow
 SIGNAL_ORDER = ("test_srcc", "train_eval_srcc", "test_disagreement", "test_srcc_patch")
-XTEST = "xtest_"
+XTEST = XTEST_PREFIX
 
 
 def signal_columns(columns) -> list[str]:
     """The diagnosis signals among ``columns``, in reading order, the cross-dataset SRCCs last by name."""
     cols = list(columns)
-    return [c for c in SIGNAL_ORDER if c in cols] + sorted(c for c in cols if c.startswith(XTEST) and c.endswith("_srcc"))
+    return [c for c in SIGNAL_ORDER if c in cols] + sorted(c for c in cols if is_xtest_srcc(c))
 
 
 def metric_label(name: str) -> str:
