@@ -334,6 +334,9 @@ def summary(diagnoses: list[Diagnosis]) -> str:
         return "None of the top trials trained past its best val epoch: there is nothing after it to diagnose."
     fell = [d for d in judged if d.fell]
     text = f"Test SRCC fell after the best val epoch in {len(fell)} of the {len(judged)} top trials that trained past it"
+    noisy = sum(1 for d in judged if d.changes["test_srcc"].direction == "noise" and d.changes["test_srcc"].known)
+    if noisy:
+        text += f" (in {noisy}, the change was inside its noise: cannot decide)"
     if not fell:
         return text + "."
     causes = []
@@ -360,4 +363,5 @@ def epoch_table(epochs: pd.DataFrame, trial: str, metric: str) -> pd.DataFrame:
     """A trial's signals per epoch (the figure's and ranking.md's table): epoch, the study metric, the signals."""
     hist = epochs[epochs["trial"] == trial].sort_values("epoch")
     cols = ["epoch", *dict.fromkeys([metric, *signal_columns(hist.columns)])]
-    return hist[[c for c in cols if c in hist]].reset_index(drop=True)
+    table = hist[[c for c in cols if c in hist]].reset_index(drop=True)
+    return table.astype({"epoch": int})
