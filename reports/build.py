@@ -36,6 +36,7 @@ from .diagnosis import TOP, Diagnosis, diagnose, epoch_table, method
 from .diagnosis import summary as diagnosis_summary
 from .figures import (
     MIN_TRIALS_FOR_IMPORTANCE,
+    SIGNAL_STYLES,
     diagnosis_figure,
     divergence,
     importance,
@@ -100,7 +101,44 @@ def to_rich(df: pd.DataFrame, cols: list[str] | None, title: str) -> Table:
     return table
 
 
-def plots(epochs: pd.DataFrame, ranking: pd.DataFrame, metric: str, out: Path) -> list[Path]:
+XTEST_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22")
+
+
+def diagnosis_png(epochs: pd.DataFrame, diagnoses: list[Diagnosis], metric: str, path: Path) -> Path:
+    """The diagnosis charts of the page (``figures.diagnosis_figure``) as one PNG, a panel per top trial."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, len(diagnoses), figsize=(max(7.0, 5 * len(diagnoses)), 4.6), squeeze=False)
+    for ax, d in zip(axes[0], diagnoses):
+        table = epoch_table(epochs, d.trial, metric)
+        right = ax.twinx()
+        for i, col in enumerate(table.columns[1:]):
+            xtest = f"{col.removeprefix('xtest_').removesuffix('_srcc')} SRCC (cross-dataset)"
+            label, colour, dash = SIGNAL_STYLES.get(col, (xtest, XTEST_COLOURS[i % len(XTEST_COLOURS)], "dashdot"))
+            style = {"solid": "-", "dot": ":", "dash": "--", "dashdot": "-."}[dash]
+            if col == metric:
+                label, colour, style = f"{metric} (selects)", "#7f7f7f", "-"
+            (right if col == "test_disagreement" else ax).plot(table["epoch"], table[col], style, marker=".",
+                                                               color=colour, label=label)
+        ax.axvline(d.best_epoch, color="#888", ls="--", lw=1)
+        ax.set_title(f"#{d.rank} {d.trial}", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("SRCC")
+        right.set_ylabel("disagreement", color="#d62728")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
+    fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=3, fontsize=8)
+    fig.suptitle("diagnosis signals per epoch; dashed line: the best val epoch")
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plots(epochs: pd.DataFrame, ranking: pd.DataFrame, metric: str, out: Path,
+          diagnoses: list[Diagnosis] | None = None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,6 +187,9 @@ def plots(epochs: pd.DataFrame, ranking: pd.DataFrame, metric: str, out: Path) -
         files.append(out / "divergence.png")
         fig.savefig(files[-1], dpi=110)
         plt.close(fig)
+
+    if diagnoses:
+        files.append(diagnosis_png(epochs, diagnoses, metric, out / "diagnosis.png"))
 
     hps = [c for c in ranking if c.startswith(HP_PREFIX)]
     if hps:
@@ -386,7 +427,7 @@ def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     last_line = footer(r["versions"])
     _write_atomic(out / "ranking.md", "\n".join(md) + f"\n\n---\n{last_line}\n")
     if pictures:
-        plots(r["epochs"], ranking, metric, out)  # PNG copies of the curves, for documents and Markdown
+        plots(r["epochs"], ranking, metric, out, r["diagnoses"])  # PNG copies of the curves, for documents and Markdown
     page = render_page(f"{exp_dir.name}: study report", study_status(ranking, r["planned"]), r["findings"],
                        page_sections(exp_dir, r), last_line)
     _write_atomic(out / "index.html", page)
