@@ -26,7 +26,7 @@ import pandas as pd
 
 from iqa_tune.metrics import disagreement
 
-from .labels import XTEST, metric_label, signal_columns
+from .labels import XTEST, signal_columns
 from .ranking import BOOTSTRAP_RESAMPLES, RowStatistic, paired_rows, srcc_rows
 
 TOP = 3  # trials diagnosed, by the study metric
@@ -296,7 +296,7 @@ def _verb(c: Change) -> str:
 
 
 def _missing_sentence(d: Diagnosis) -> str:
-    names = ", ".join(metric_label(c) for c in d.missing)
+    names = ", ".join(SIGNALS[c][2] for c in d.missing)
     return (f"Not recorded in this trial: {names} (an experiment of an older iqa-tune, or the signal turned off, "
             "e.g. data.train_eval_images 0).")
 
@@ -340,12 +340,16 @@ def summary(diagnoses: list[Diagnosis]) -> str:
     if not fell:
         return text + "."
     causes = []
-    for col, label in (("train_eval_srcc", "train-eval SRCC rose (overfitting the training images)"),
-                       ("test_disagreement", "within-image disagreement rose (explanation 3)")):
-        k = sum(1 for d in fell if col in d.changes and d.changes[col].direction == "rose")
-        causes.append(f"{label} in {k}")
-    k = sum(1 for d in fell if "test_srcc_patch" in d.changes and d.changes["test_srcc_patch"].direction == "fell")
-    causes.append(f"test patch SRCC fell with it (ruling out explanation 1) in {k}")
+    for col, way, label in (("train_eval_srcc", "rose", "train-eval SRCC rose (overfitting the training images)"),
+                            ("test_disagreement", "rose", "within-image disagreement rose (explanation 3)"),
+                            ("test_srcc_patch", "fell", "test patch SRCC fell with it (ruling out explanation 1)")):
+        recorded = [d for d in fell if col in d.changes]
+        if recorded:  # counted among the trials that recorded the signal, never against those that could not
+            k = sum(1 for d in recorded if d.changes[col].direction == way)
+            causes.append(f"{label} in {k}" + (f" of the {len(recorded)} that recorded it"
+                                              if len(recorded) < len(fell) else ""))
+    if not causes:
+        return f"{text}; none of them recorded the signals that tell the explanations apart."
     return f"{text}; of those, {', '.join(causes)}."
 
 

@@ -104,8 +104,10 @@ def test_a_fall_with_the_crops_of_an_image_disagreeing_names_explanation_3():
     text = " ".join(d.sentences)
     assert "an image's crops disagree more, so their mean ranks worse (explanation 3" in text
     assert "Test patch SRCC fell with it" in text and "explanation 1) do not explain the fall" in text
-    assert "Not recorded in this trial: train eval SRCC" in text  # no train-eval set in this run
+    assert "Not recorded in this trial: train-eval SRCC (" in text  # no train-eval set in this run
     assert "overfitting" not in text.lower()
+    said = summary([d])  # train-eval was not recorded: not counted against it
+    assert "within-image disagreement rose (explanation 3) in 1" in said and "train-eval" not in said
     # without train-eval the verdict falls back to training-time patch SRCC (rising in this table), as it says
     verdict = overfitting(ranking, epochs, "val_srcc", [d]).text
     assert verdict.startswith("Overfitting in 1") and "while patch-level train SRCC rose" in verdict
@@ -148,7 +150,9 @@ def test_missing_columns_and_crop_files_are_named_never_a_crash():
     (d,) = diagnose(ranking, epochs, "val_srcc", {}, n=N)
     assert d.fell and not d.changes["test_srcc"].known
     text = " ".join(d.sentences)
-    assert "Not recorded in this trial: train eval SRCC, test disagreement, test SRCC patch" in text
+    assert ("Not recorded in this trial: train-eval SRCC, within-image disagreement on test, test patch SRCC "
+            "(an experiment of an older iqa-tune") in text
+    assert summary([d]).endswith("none of them recorded the signals that tell the explanations apart.")
     assert "without their noise: no crop predictions (crops/epoch_NNN.npz) for epochs 2 and 4" in text
     # a crop file that lacks a set, and two epochs over different images: said, no interval
     other = {"test": crop_set(label, last["test"]["pred"], prefix="other")}
