@@ -296,6 +296,7 @@ def diagnosis_markdown(r: dict) -> list[str]:
     md = ["\n## Why does test SRCC fall? Diagnosis of the top trials\n", diagnosis_summary(diagnoses) + "\n", method() + "\n"]
     for d in diagnoses:
         table = epoch_table(r["epochs"], d.trial, r["metric"])
+        table["epoch"] = table["epoch"].astype(str)  # a row read alone would turn the epoch into a float: 1.0000
         md += [f"\n### #{d.rank} {d.trial}\n", *[f"- {t}" for t in d.sentences], "",
                to_markdown(table, list(table.columns))]
     return md
