@@ -1,5 +1,6 @@
-# `make demo`: the demo study on the embedded demo data. `make test`: lint + tests.
-# Both create .venv on first use (Python >= 3.10, pip and make are all a fresh machine needs).
+# `make demo`: the demo study on the embedded demo data. `make test`: lint + tests (the tests build the docs
+# with mkdocs --strict). `make docs`: the documentation site in site/.
+# All create .venv on first use (Python >= 3.10, pip and make are all a fresh machine needs).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,7 +14,7 @@ $(STAMP): setup.cfg setup.py pyproject.toml iqa_tune/_gather.c
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: install demo train-demo test lint bench clean
+.PHONY: install demo train-demo test lint docs bench clean
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -28,8 +29,11 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
+
 bench: $(STAMP)
 	$(BIN)/iqa-tune bench --out bench.json
 
 clean:
-	rm -rf $(VENV) ray_results runs .pytest_cache
+	rm -rf $(VENV) ray_results runs .pytest_cache site

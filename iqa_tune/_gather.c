@@ -2,7 +2,7 @@
  *
  * A batch of crops is, in the cache, B x P runs of P x 3 bytes each (one per crop row), evenly spaced within a
  * crop. numpy gathers them by a fancy index with a per-row overhead; one memcpy per row, on offsets drawn
- * beforehand, reached about half a plain copy's bandwidth at 224 px on the 2-core VM (README, Performance). Built
+ * beforehand, reached about half a plain copy's bandwidth at 224 px on the 2-core VM (docs/performance.md). Built
  * at install time where a C compiler is present (setup.py marks it optional); without it iqa_tune.patches falls
  * back to numpy. The copy runs without the GIL, so the prefetch thread's crops overlap the model's Python on the
  * main thread.

@@ -4,7 +4,8 @@ Sections: ``data`` (patch delivery vs the reference's decode-per-patch pattern, 
 plain numpy copy), ``tune`` (per-epoch time inside Tune vs the bare solver, Ray start to first report), ``asha``
 (trial-epochs and wall time of a 12-point grid with and without ASHA, and whether the grid's best survives),
 ``memory`` (peak RSS of the driver and of trial workers with 1 and 2 concurrent trials), ``search`` (TPE against
-random search at the same budget, over three search seeds), ``gpu`` (swin_tiny through the solver on a CUDA device);
+random search at the same budget, over three search seeds), ``eval`` (the evaluation share of an epoch without and
+with the diagnosis signals' extra sets), ``gpu`` (swin_tiny through the solver on a CUDA device);
 on request only, ``koniq`` (10,000 release-sized JPEGs: cache build, decoding threads, cache size, PSS of four
 trials sharing the cache) and ``horizon`` (ASHA against the full grid, 12 points x 8 epochs of the pretrained demo
 backbone).
@@ -253,6 +254,46 @@ def bench_tune(quick: bool, tmp: Path) -> dict:
             "start_to_first_report_s": rows[0]["timestamp"] - start - rows[0]["epoch_seconds"]}
 
 
+def _eval_figures(rows: list[dict]) -> dict:
+    """Median epoch time, evaluation time and evaluation share over the epochs after the first (warm-up)."""
+    rest = rows[1:] or rows
+    epoch, ev = statistics.median(r["epoch_seconds"] for r in rest), statistics.median(r["eval_seconds"] for r in rest)
+    return {"epoch_s": epoch, "eval_s": ev, "eval_share": ev / epoch}
+
+
+def bench_eval(quick: bool) -> dict:
+    """What the diagnosis signals cost: the evaluation share of an epoch of the bare solver before (val and test
+    only: ``data.train_eval_images: 0``) and after (the default training subset, as many images as the test split,
+    and one cross-dataset set as large again: the demo on its own cache, no second decode), epochs of the two
+    interleaved so that the machine's load falls on both alike. Also the time to write one epoch's crop file."""
+    from .prepare import prepare_data
+    from .solver import Solver
+
+    epochs = 2 if quick else 4
+    train = {**BENCH_BASE["train"], "epochs": epochs, "threads": 2}
+    # the shares depend on the splits' proportions and the crop counts, not on the dataset's size: 400 images
+    base = {**BENCH_BASE["data"], "limit": 400}
+    before = build_run_config({**BENCH_BASE, "data": {**base, "train_eval_images": 0}, "train": train})
+    data = prepare_data(before, progress=False)
+    n_test = len(data.split["test"])
+    extra = [{"name": "demo_again", "dataset": "demo", "limit": n_test}]
+    after = build_run_config({**BENCH_BASE, "data": {**base, "extra_tests": extra}, "train": train})
+    solvers = {"before": Solver(before, data), "after": Solver(after, prepare_data(after, progress=False))}
+    rows: dict[str, list[dict]] = {k: [] for k in solvers}
+    for _ in range(epochs):
+        for k, solver in solvers.items():
+            rows[k].append(solver.run_epoch()[0])
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        records.save_crop_predictions(records.crop_prediction_path(folder, 1), solvers["after"].crops, 1)
+        crop_file_ms = (time.perf_counter() - start) * 1000
+    out = {"epochs": epochs, "images": {k: len(v.indices) for k, v in solvers["after"].eval_sets.items()},
+           "before": _eval_figures(rows["before"]), "after": _eval_figures(rows["after"]),
+           "crop_file_ms": crop_file_ms}
+    out["epoch_ratio"] = out["after"]["epoch_s"] / out["before"]["epoch_s"]
+    return out
+
+
 def _best_trial(rows_by_trial: dict[str, list[dict]]) -> str:
     """The trial whose best epoch is best by val SRCC, by the rule the solver and the report use."""
     trials = list(rows_by_trial)
@@ -328,7 +369,7 @@ HORIZON_SEARCH = {"train.lr": {"grid": [1.0e-4, 3.0e-4, 1.0e-3]}, "model.freeze_
 def bench_horizon(quick: bool, tmp: Path) -> dict:
     """12 grid points x 8 epochs with the pretrained demo backbone: run to the end once, then under ASHA and
     under synchronous halving (grace 1, factor 3: the shipped spaces' setting; factor 4 cost more on this grid,
-    docs/bench-horizon-cpu-2026-11b.json), each against that same full grid."""
+    docs/bench/bench-horizon-cpu-2026-11b.json), each against that same full grid."""
     search = HORIZON_SEARCH if not quick else {"train.lr": {"grid": [1.0e-4, 1.0e-3]}}
     base = json.loads(json.dumps(HORIZON_BASE))
     if quick:
@@ -756,6 +797,7 @@ def run_bench(args) -> int:
         for name in sections:
             console.print(f"[bold]bench {name}[/] ...")
             fn = {"data": lambda: bench_data(args.quick), "tune": lambda: bench_tune(args.quick, studies),
+                  "eval": lambda: bench_eval(args.quick),
                   "asha": lambda: bench_asha(args.quick, studies),
                   "horizon": lambda: bench_horizon(args.quick, studies),
                   "memory": lambda: bench_memory(args.quick, studies),

@@ -9,7 +9,7 @@ from pathlib import Path
 from . import __version__
 from .errors import UserError, naming
 
-BENCH_SECTIONS = ("data", "tune", "asha", "memory", "search", "gpu", "koniq", "horizon")  # iqa_tune.bench.SECTIONS, without importing torch
+BENCH_SECTIONS = ("data", "tune", "eval", "asha", "memory", "search", "gpu", "koniq", "horizon")  # iqa_tune.bench.SECTIONS, without importing torch
 
 
 def _train(args) -> int:
@@ -153,8 +153,47 @@ def _bench(args) -> int:
     return run_bench(args)
 
 
+# the examples every command's --help ends with (tests/test_docs.py parses each one with this parser)
+EXAMPLES = {
+    "train": ["iqa-tune train demo_train                 # a shipped config, by name",
+              "iqa-tune train my_koniq.yaml              # one run, results in OUT_DIR/NAME"],
+    "demo-data": ["iqa-tune demo-data                        # into the cache, where the demo looks"],
+    "validate": ["iqa-tune validate my_space.yaml          # checks the file, prints the trial count",
+                 "iqa-tune validate koniq_swin              # a shipped space, by name"],
+    "spaces": ["iqa-tune spaces"],
+    "run": ["iqa-tune run demo                         # the demo study, results in ray_results/demo",
+            "iqa-tune run my_space.yaml --resume       # continue after Ctrl-C"],
+    "confirm": ["iqa-tune confirm ray_results/demo --top 2 --seeds 3",
+                "iqa-tune confirm ray_results/demo --resume"],
+    "report": ["iqa-tune report ray_results/demo          # writes ray_results/demo/report/",
+               "iqa-tune report s3://bucket/studies/demo --upload"],
+    "bench": ["iqa-tune bench --quick --only data",
+              "iqa-tune bench --out bench.json           # every default section (minutes)"],
+}
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's wrapping for prose, but lines indented by two spaces (the examples) are kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        fill = super()._fill_text  # (a generator expression has no zero-argument super)
+        return "\n\n".join(block if block.startswith("  ") else fill(block, width, indent)
+                             for block in text.split("\n\n"))
+
+
+def _with_examples(sub: argparse._SubParsersAction) -> None:
+    """Every subcommand's --help ends with its examples."""
+    for name, command in sub.choices.items():
+        command.formatter_class = HelpFormatter
+        lines = EXAMPLES.get(name)
+        if lines:
+            command.epilog = "examples:\n\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="iqa-tune", description="Hyperparameter studies of HyperIQA on Ray Tune.")
+    p = argparse.ArgumentParser(prog="iqa-tune", description="Hyperparameter studies of HyperIQA on Ray Tune.",
+                                epilog="examples:\n\n  iqa-tune run demo\n  iqa-tune run --help",
+                                formatter_class=HelpFormatter)
     p.add_argument("--version", action="version", version=f"iqa-tune {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -191,7 +230,7 @@ def parser() -> argparse.ArgumentParser:
                        description="Retrain the top configurations of a finished study (by its val metric) from "
                                    "scratch with the same training seeds (x split seeds where the dataset has no "
                                    "official split), as a Tune experiment in EXPERIMENT/confirm; the study's report "
-                                   "gains the configuration table (mean and 95%% CI over seeds, paired t-tests "
+                                   "gains the configuration table (mean and 95% CI over seeds, paired t-tests "
                                    "against the best, Holm-adjusted).")
     s.add_argument("experiment", help="the study folder or URI (STORAGE/NAME, as iqa-tune run printed it)")
     s.add_argument("--top", type=int, help="configurations to retrain, the best by val (default 3)")
@@ -227,6 +266,7 @@ def parser() -> argparse.ArgumentParser:
                                                 "a new folder under DIR instead of deleting them (sections tune, "
                                                 "asha, horizon, memory, search)")
     s.set_defaults(fn=_bench)
+    _with_examples(sub)
     return p
 
 

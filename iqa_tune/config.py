@@ -53,7 +53,7 @@ def _check(fn) -> dict:
 class SplitConfig:
     train: float = field(default=0.7, metadata=_check(_fraction))  # 0.7/0.1/0.2: common IQA protocol + a val set
     val: float = field(default=0.1, metadata=_check(_fraction))  # val selects the epoch; never the test set
-    test: float = field(default=0.2, metadata=_check(_fraction))
+    test: float = field(default=0.2, metadata=_check(_fraction))  # read at the epoch val chose, never to select
     seed: int = 0  # which random split; search it to get the IQA convention of medians over splits
     official: bool = True  # use the release's own train/val/test sets where it ships them (KonIQ-10k)
 
@@ -210,7 +210,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 return _coerce(value, option, path)
             except UserError:
                 continue
-        raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        names = [str(a) for o in typing.get_args(tp) if typing.get_origin(o) is Literal for a in typing.get_args(o)]
+        hint = did_you_mean(str(value), names) if names else ""
+        raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}{hint}")
     if origin is Literal:
         if value in typing.get_args(tp):
             return value

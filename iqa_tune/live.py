@@ -109,3 +109,5 @@ class LiveTable:
             self.live.update(self._table(), refresh=True)
             self.live.stop()
             self.live = None
+            if not self.console.is_terminal:  # a log or a pipe gets the table once, without its final newline
+                self.console.line()

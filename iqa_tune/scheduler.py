@@ -11,7 +11,7 @@ need not sit where the study started, :func:`iqa_tune.storage.local_folder`).
 ``SyncHalving`` is successive halving without the asynchrony: a trial that reaches a rung waits there (paused,
 its checkpoint taken at the rung) until every trial of the study has reached it or ended; then the best
 1/reduction_factor go on and the rest stop. ASHA never waits, so the first trials at an empty rung always pass;
-on 12 trials x 8 epochs of the demo backbone ASHA trained 43 of 96 trial-epochs, this 25 (README, Performance).
+on 12 trials x 8 epochs of the demo backbone ASHA trained 43 of 96 trial-epochs, this 25 (docs/performance.md).
 """
 
 from __future__ import annotations

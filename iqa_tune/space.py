@@ -53,23 +53,29 @@ class Primitive:
 
 
 PRIMITIVES: dict[str, Primitive] = {
+    # one of the listed values per sample (under study.search.type grid: a grid axis)
     "choice": Primitive("choice", None, lambda a, rng: a[int(rng.integers(len(a)))]),
-    "grid": Primitive("choice", None, None),  # declared to Tune as its set of values; expand() takes them all
-    "uniform": Primitive("uniform", 2, lambda a, rng: float(rng.uniform(a[0], a[1])), True),
+    # every listed value, crossed with the other grid axes; declared to Tune as its set of values
+    "grid": Primitive("choice", None, None),
+    "uniform": Primitive("uniform", 2, lambda a, rng: float(rng.uniform(a[0], a[1])), True),  # a float in [lo, hi]
+    # a float whose log is uniform in [log lo, log hi]: learning rates, weight decay (lo > 0)
     "loguniform": Primitive("loguniform", 2,
                             lambda a, rng: float(math.exp(rng.uniform(math.log(a[0]), math.log(a[1])))), True),
+    # uniform in [lo, hi], rounded to a multiple of q (a float, also on a round q)
     "quniform": Primitive("quniform", 3, lambda a, rng: float(np.round(rng.uniform(a[0], a[1]) / a[2]) * a[2]),
                           True),
-    "randint": Primitive("randint", 2, lambda a, rng: int(rng.integers(a[0], a[1]))),  # hi exclusive
+    "randint": Primitive("randint", 2, lambda a, rng: int(rng.integers(a[0], a[1]))),  # an int in [lo, hi): hi exclusive
 }
 SPLIT_SEED = "data.split.seed"
 
 
 @dataclass
 class SchedulerConfig:
+    # asha: Tune's asynchronous successive halving; halving: synchronous (trials wait at each rung); none: no cuts
     type: Literal["asha", "halving", "none"] = "asha"
     max_t: int | None = field(default=None, metadata=_check(_positive))  # epochs; None = train.epochs
     grace_period: int = field(default=1, metadata=_check(_positive))  # epochs before the first cut
+    # rungs at grace_period x reduction_factor^k epochs; the best 1/reduction_factor of a rung go on
     reduction_factor: float = field(default=3.0, metadata=_check(lambda v: None if v > 1 else "must be > 1"))
 
 
@@ -106,7 +112,7 @@ class SearchConfig:
     so far (seeded by study.search_seed), asking for a key only where it matters (no ranking granularity at
     alpha 0)."""
 
-    type: Literal["random", "grid", "optuna"] = "random"
+    type: Literal["random", "grid", "optuna"] = "random"  # how trials are chosen, as above
     # optuna: trials drawn at random before TPE models the results; None = a third of the budget, at least 2
     startup_trials: int | None = field(default=None, metadata=_check(_positive))
 
@@ -138,18 +144,18 @@ def check_confirm_splits(cfg: RunConfig, split_seeds: int, key: str) -> None:
 
 @dataclass
 class StudyConfig:
-    name: str = "study"
+    name: str = "study"  # the experiment's folder under storage (iqa-tune run --name overrides it)
     # experiments go to STORAGE/NAME: a folder, or a URI (s3://bucket/prefix, gs://, file://; iqa_tune.storage)
     storage: str = field(default="ray_results", metadata=_check(uri_problem))
     # random: samples of the space (x grid size); optuna: the number of trials; grid: must stay 1
     num_samples: int = field(default=1, metadata=_check(_positive))
     metric: str = "val_srcc"  # image-level val SRCC: never select on test
-    mode: Literal["max", "min"] = "max"
+    mode: Literal["max", "min"] = "max"  # whether a larger study.metric is better
     search: SearchConfig = field(default_factory=SearchConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     max_concurrent: int | None = field(default=None, metadata=_check(_positive))  # None: as resources allow
-    max_failures: int = field(default=0, metadata=_check(lambda v: None if v >= 0 else "must be >= 0"))
+    max_failures: int = field(default=0, metadata=_check(lambda v: None if v >= 0 else "must be >= 0"))  # retries
     # seed of the random sampling of the space; None = a fresh seed, drawn once when the file is loaded and
     # recorded in study.yaml, so the count printed, the trials run and a resume agree
     search_seed: int | None = 0

@@ -433,8 +433,9 @@ def _fit(space: Space, space_file: str, loc: Location, resume: bool, progress: S
                        env=storage.worker_env(loc)):
             preflight(space)
             where = f"{loc} (local copy: {exp_dir})" if loc.remote else str(exp_dir)
-            console.print(f"study [bold]{escape(space.study.name)}[/]: {escape(trial_count(space))} trials, "
-                          f"results in {escape(where)}")
+            count, _, how = trial_count(space).partition(" ")
+            console.print(f"study [bold]{escape(space.study.name)}[/]: {count} trials {escape(how)}; results in "
+                          f"{escape(where)}")
             tuner = build_tuner(space, loc, resume, [progress])
             try:
                 tuner.fit()

@@ -75,17 +75,34 @@ def to_markdown(df: pd.DataFrame, cols: list[str]) -> str:
     return "\n".join([head, sep, *body])
 
 
-def terminal_view(ranking: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The ranking narrowed for an 80-column terminal: the CI in one column, hyperparameters by short name."""
+def terminal_view(ranking: pd.DataFrame, metric: str, width: int = 80) -> pd.DataFrame:
+    """The ranking narrowed to ``width`` columns: the CI in one column, hyperparameters by short name, and those
+    that would not fit left out (ranking.md has them all) rather than every figure squeezed into an ellipsis."""
     df = ranking.head(20)
     view = pd.DataFrame({"#": df["rank"], "trial": df["trial"].str[-5:], "ended": df["ended"].replace(SHORT_ENDING),
                          "ep": df.get("best_epoch"), metric: df[metric], "test": df.get("test_srcc")})
     view["95% CI"] = [f"{lo:.3f}..{hi:.3f}" if np.isfinite(lo) else "n/a"
                       for lo, hi in zip(df["test_srcc_ci_lo"], df["test_srcc_ci_hi"])]
     view["vs top"] = df["vs_top"].replace({"not significant": "n.s."})
+    used = sum(_text_width(c, view[c]) for c in view) + 1
     for c in [c for c in df if c.startswith(HP_PREFIX)]:
-        view[c.rsplit(".", 1)[-1]] = df[c]
+        short = c.rsplit(".", 1)[-1]
+        used += _text_width(short, df[c])
+        if used > width:
+            break
+        view[short] = df[c]
     return view
+
+
+def _text_width(header: str, values: pd.Series) -> int:
+    """A column's width in a rich table: its widest cell or header, the padding and the rule."""
+    return max([len(header), *(len(format_cell(v)) for v in values)]) + 3
+
+
+def terminal_marginals(m: pd.DataFrame) -> pd.DataFrame:
+    """The marginals for a terminal: hyperparameters by short name, two-line headers."""
+    view = m.rename(columns=lambda c: c.replace(" ", "\n", 1) if c.startswith(("median ", "best ")) else c)
+    return view.assign(hyperparameter=m["hyperparameter"].str.rsplit(".", n=1).str[-1])
 
 
 def to_rich(df: pd.DataFrame, cols: list[str] | None, title: str) -> Table:
@@ -442,10 +459,13 @@ def build_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     console = console or Console(width=None if sys.stdout.isatty() else 150)
     r = write_report(exp_dir, out, metric, experiment=experiment)
     metric, ranking, out = r["metric"], r["ranking"], r["out"]
-    console.print(to_rich(terminal_view(ranking, metric), None,
-                          f"{Path(exp_dir).name}: ranked by {metric} at each trial's best epoch"))
+    view = terminal_view(ranking, metric, console.width)
+    console.print(to_rich(view, None, f"{Path(exp_dir).name}: ranked by {metric} at each trial's best epoch"))
+    hidden = [c.rsplit(".", 1)[-1] for c in ranking if c.startswith(HP_PREFIX) and c.rsplit(".", 1)[-1] not in view]
+    if hidden:
+        console.print(Text(f"not shown at this width: {', '.join(hidden)} (ranking.md has every column)"))
     if r["marginals"] is not None and not r["marginals"].empty:
-        console.print(to_rich(r["marginals"], list(r["marginals"].columns), "marginals"))
+        console.print(to_rich(terminal_marginals(r["marginals"]), None, "marginals"))
     if r["importance"] is not None:
         console.print(Text(f"importance for {metric} (fANOVA, {int(r['importance']['trials'].iloc[0])} trials): "
                            + ", ".join(f"{h} {v:.2f}" for h, v in zip(r["importance"]["hyperparameter"],

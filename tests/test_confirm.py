@@ -28,6 +28,7 @@ from iqa_tune.reports.confirmation import (
 from iqa_tune.reports.ranking import add_uncertainty
 
 from .conftest import ROOT, cli
+from .test_signals import check_signals, extra_csv
 from .test_study import TINY, write_space
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -198,7 +199,8 @@ def test_study_confirm_after_the_search_interrupted_resumed_and_reported(tmp_pat
     confirmation, then ``iqa-tune run SPACE --resume`` finishes it and the study's report gains the table."""
     space = write_space(tmp_path, {"loss.alpha": {"grid": [0.0, 1.0]}},
                         {"name": "s", "scheduler": {"type": "none"}, "confirm": {"top": 2, "seeds": 2}},
-                        train={**TINY["train"], "epochs": 2})
+                        train={**TINY["train"], "epochs": 2},
+                        data={**TINY["data"], "extra_tests": [extra_csv(tmp_path / "xset")]})
     study, exp = tmp_path / "results/s", tmp_path / "results/s/confirm"
     proc = subprocess.Popen([sys.executable, "-m", "iqa_tune.cli", "run", str(space), "--no-dashboard"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -229,6 +231,9 @@ def test_study_confirm_after_the_search_interrupted_resumed_and_reported(tmp_pat
         cfg = yaml.safe_load((exp / r["trial"] / "config.yaml").read_text())
         assert cfg["train"]["seed"] == r["train.seed"] and cfg["loss"]["alpha"] in (0.0, 1.0)
         assert json.loads((exp / r["trial"] / "result.json").read_text().splitlines()[-1])["epoch"] == 2
+        rows = [json.loads(line) for line in (exp / r["trial"] / "result.json").read_text().splitlines()]
+        check_signals(exp / r["trial"], rows)  # the signals and the cross-dataset set, on the confirmation too
+        assert "xtest_other_set_srcc" in rows[-1]
     assert "?" not in set(runs["configuration"])  # every run found its configuration
     for _, g in runs.groupby("configuration"):  # the spread over seeds is real: seeds give different results
         assert len(g) == 2 and g["test_srcc"].nunique() == 2 and g["val_srcc"].nunique() == 2

@@ -166,3 +166,37 @@ def test_an_unseeded_search_draws_its_seed_once(tmp_path):
     from iqa_tune.space import expand
 
     assert expand(space).points == expand(space).points  # the count printed is the trials run
+
+
+def test_live_table_ends_its_line_in_a_log(capsys):
+    """Piped into a log (make demo | tee), the last table must end its line: the ranking's title follows it."""
+    from iqa_tune.live import LiveTable
+
+    rows, dims = _rows(2)
+    table = LiveTable("val_krcc", dims, "s")
+    table.update(rows, force=True)
+    table.stop()
+    print("s: ranked by val_krcc")
+    out = capsys.readouterr().out
+    assert "┘\ns: ranked by val_krcc" in out
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_terminal_ranking_fits_without_squeezing_figures(width):
+    import pandas as pd
+
+    from iqa_tune.reports.build import terminal_view, to_rich
+
+    n = 4
+    ranking = pd.DataFrame({"rank": range(1, n + 1), "trial": [f"abc_{i:05d}" for i in range(n)],
+                            "ended": ["completed"] * n, "best_epoch": [3] * n, "val_srcc": [-0.0240] * n,
+                            "test_srcc": [0.6935] * n, "test_srcc_ci_lo": [0.613] * n,
+                            "test_srcc_ci_hi": [0.761] * n, "vs_top": ["not significant"] * n,
+                            "hp.loss.alpha": [1.0] * n, "hp.model.pretrained": [True] * n,
+                            "hp.train.weight_decay": [1.25e-4] * n})
+    console = Console(width=width, record=True, file=open("/dev/null", "w"))
+    console.print(to_rich(terminal_view(ranking, "val_srcc", width), None, "s: ranked by val_srcc"))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= width
+    assert "…" not in text and "-0.0240" in text and "0.613..0.761" in text
+    assert ("weight_decay" in text) == (width == 200)  # left out where it does not fit, shown where it does

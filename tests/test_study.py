@@ -52,12 +52,15 @@ def results(trial_dir: Path) -> list[dict]:
 
 
 def test_study_with_asha_errors_and_report(tmp_path):
+    from .test_signals import check_signals, extra_csv
+
     # drawn values of every kind (float and int keys): what validate accepts must not error a trial
     space = write_space(tmp_path, {"loss.alpha": {"grid": [0.0, 1.0]}, "train.lr": {"grid": [1.0e-3, 3.0e-4, 1.0e9]},
                                    "model.dropout": {"uniform": [0.0, 0.3]},
                                    "train.weight_decay": {"loguniform": [1.0e-5, 1.0e-3]},
                                    "data.test_patches": {"randint": [2, 5]}},
-                        {"name": "s", "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}})
+                        {"name": "s", "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}},
+                        data={**TINY["data"], "extra_tests": [extra_csv(tmp_path / "xset")]})
     run = cli("run", space, "--no-dashboard")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     exp = tmp_path / "results/s"
@@ -78,6 +81,7 @@ def test_study_with_asha_errors_and_report(tmp_path):
             assert EPOCH_KEYS <= set(rows[-1])
             assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
             assert len(list(t.glob("checkpoint_*"))) == 1  # one kept: the best epoch's
+            check_signals(t, rows)  # every diagnosis signal, recomputed from the trial's crop files
     # the ranking equals an independent recomputation from the raw per-epoch results
     expected = []
     for t in trials:
@@ -91,6 +95,9 @@ def test_study_with_asha_errors_and_report(tmp_path):
     assert got["test_srcc"].tolist() == pytest.approx([e[2] for e in expected])
     assert got["best_epoch"].tolist() == [e[3] for e in expected]
     assert (exp / "report/results.parquet").is_file() and (exp / "report/curves.png").is_file()
+    signals = {"val_srcc_patch", "test_srcc_patch", "test_crop_sd", "test_disagreement", "train_eval_srcc",
+               "train_eval_plcc", "xtest_other_set_srcc", "xtest_other_set_plcc", "xtest_other_set_srcc_at_best"}
+    assert signals <= set(pd.read_parquet(exp / "report/results.parquet").columns)
     assert "ranked by val_srcc" in run.stdout
     # the headline ends the output, with the ranking's own figures; the page was rewritten live as trials ended
     top = got.iloc[0]
