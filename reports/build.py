@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ from iqa_tune.records import (
     PARAMS_FILE,
     REPORT_DIR,
     SELECTION_METRICS,
+    crop_prediction_files,
+    load_crop_predictions,
     load_experiment,
     load_predictions,
     study_settings,
@@ -31,8 +34,12 @@ from iqa_tune.records import (
 from iqa_tune.versions import summary
 
 from .confirmation import display_table, load_confirmation, method_text, progress_text
+from .diagnosis import TOP, Diagnosis, diagnose, epoch_table, method
+from .diagnosis import summary as diagnosis_summary
 from .figures import (
     MIN_TRIALS_FOR_IMPORTANCE,
+    SIGNAL_STYLES,
+    diagnosis_figure,
     divergence,
     importance,
     importance_figure,
@@ -113,7 +120,44 @@ def to_rich(df: pd.DataFrame, cols: list[str] | None, title: str) -> Table:
     return table
 
 
-def plots(epochs: pd.DataFrame, ranking: pd.DataFrame, metric: str, out: Path) -> list[Path]:
+XTEST_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22")
+
+
+def diagnosis_png(epochs: pd.DataFrame, diagnoses: list[Diagnosis], metric: str, path: Path) -> Path:
+    """The diagnosis charts of the page (``figures.diagnosis_figure``) as one PNG, a panel per top trial."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, len(diagnoses), figsize=(max(7.0, 5 * len(diagnoses)), 4.6), squeeze=False)
+    for ax, d in zip(axes[0], diagnoses):
+        table = epoch_table(epochs, d.trial, metric)
+        right = ax.twinx()
+        for i, col in enumerate(table.columns[1:]):
+            xtest = f"{col.removeprefix('xtest_').removesuffix('_srcc')} SRCC (cross-dataset)"
+            label, colour, dash = SIGNAL_STYLES.get(col, (xtest, XTEST_COLOURS[i % len(XTEST_COLOURS)], "dashdot"))
+            style = {"solid": "-", "dot": ":", "dash": "--", "dashdot": "-."}[dash]
+            if col == metric:
+                label, colour, style = f"{metric} (selects)", "#7f7f7f", "-"
+            (right if col == "test_disagreement" else ax).plot(table["epoch"], table[col], style, marker=".",
+                                                               color=colour, label=label)
+        ax.axvline(d.best_epoch, color="#888", ls="--", lw=1)
+        ax.set_title(f"#{d.rank} {d.trial}", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("SRCC")
+        right.set_ylabel("disagreement", color="#d62728")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
+    fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=3, fontsize=8)
+    fig.suptitle("diagnosis signals per epoch; dashed line: the best val epoch")
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plots(epochs: pd.DataFrame, ranking: pd.DataFrame, metric: str, out: Path,
+          diagnoses: list[Diagnosis] | None = None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,6 +206,9 @@ def plots(epochs: pd.DataFrame, ranking: pd.DataFrame, metric: str, out: Path) -
         files.append(out / "divergence.png")
         fig.savefig(files[-1], dpi=110)
         plt.close(fig)
+
+    if diagnoses:
+        files.append(diagnosis_png(epochs, diagnoses, metric, out / "diagnosis.png"))
 
     hps = [c for c in ranking if c.startswith(HP_PREFIX)]
     if hps:
@@ -230,6 +277,7 @@ def page_sections(exp_dir: Path, r: dict) -> list[Section]:
                                 note="Per trial and epoch; hover for the configuration, click a legend entry to "
                                      "hide a trial. Large ring: the best val epoch; x: cut at a rung; square: "
                                      "errored."))
+    sections += diagnosis_sections(r)
     if (fig := divergence(epochs, ranking, metric)) is not None:
         sections.append(Section("divergence", "Train (patch) against test (image) SRCC, top trials", figure=fig,
                                 note="Overfitting shows as train SRCC rising while test SRCC falls after the best "
@@ -242,6 +290,61 @@ def page_sections(exp_dir: Path, r: dict) -> list[Section]:
                     hp_names(list(df["hyperparameter"].unique()))))
             sections.append(Section(key, heading, html_table(df, text={"hyperparameter"})))
     return sections
+
+
+def diagnosis_sections(r: dict) -> list[Section]:
+    """The diagnosis: one summary section, then a chart and the sentences of each top trial."""
+    diagnoses: list[Diagnosis] = r.get("diagnoses") or []
+    if not diagnoses:
+        return []
+    out = [Section("diagnosis", "Why does test SRCC fall? Diagnosis of the top trials",
+                   f"<p>{html.escape(diagnosis_summary(diagnoses))}</p>", html.escape(method()))]
+    for d in diagnoses:
+        table = epoch_table(r["epochs"], d.trial, r["metric"])
+        fig = diagnosis_figure(table, d.best_epoch, r["metric"], f"#{d.rank} {d.trial}: signals per epoch")
+        body = "".join(f'<p class="diagnosis">{html.escape(t)}</p>' for t in d.sentences)
+        out.append(Section(f"diagnosis-{d.rank}", f"Diagnosis of #{d.rank} ({d.trial})", body, figure=fig))
+    return out
+
+
+def diagnosis_markdown(r: dict) -> list[str]:
+    """ranking.md's diagnosis: the summary and method, then each top trial's sentences and its signals per epoch."""
+    diagnoses: list[Diagnosis] = r.get("diagnoses") or []
+    if not diagnoses:
+        return []
+    md = ["\n## Why does test SRCC fall? Diagnosis of the top trials\n", diagnosis_summary(diagnoses) + "\n", method() + "\n"]
+    for d in diagnoses:
+        table = epoch_table(r["epochs"], d.trial, r["metric"])
+        table["epoch"] = table["epoch"].astype(str)  # a row read alone would turn the epoch into a float: 1.0000
+        md += [f"\n### #{d.rank} {d.trial}\n", *[f"- {t}" for t in d.sentences], "",
+               to_markdown(table, list(table.columns))]
+    return md
+
+
+def load_crops(exp_dir: Path, diagnosed: list[tuple[str, int, int]]) -> dict[str, tuple[dict, dict]]:
+    """trial -> (crop sets of its best epoch, of its last) for ``diagnosed`` (trial, best epoch, last epoch); a
+    trial without both files, or with one unreadable, is left out (the diagnosis says its noise is unknown)."""
+    out = {}
+    for trial, best, last in diagnosed:
+        files = crop_prediction_files(exp_dir / trial)
+        if best not in files or last not in files:
+            continue
+        try:
+            out[trial] = (load_crop_predictions(files[best]), load_crop_predictions(files[last]))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a file cut by a crash: no noise, no failure
+            continue
+    return out
+
+
+def diagnoses_of(exp_dir: Path, ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> list[Diagnosis]:
+    """The top trials' diagnosis, with the crop files of the two epochs it compares."""
+    if epochs.empty or "epoch" not in epochs:
+        return []
+    last = epochs.groupby("trial")["epoch"].max()
+    top = ranking.dropna(subset=[metric]).head(TOP)
+    wanted = [(t, int(b), int(last[t])) for t, b in zip(top["trial"], top["best_epoch"]) if t in last.index
+              and np.isfinite(b)]
+    return diagnose(ranking, epochs, metric, load_crops(exp_dir, wanted))
 
 
 def fit_importance(r: dict) -> tuple[pd.DataFrame | None, str]:
@@ -330,6 +433,7 @@ def compute_tables(exp_dir: Path, metric: str | None = None) -> dict:
              if (p := load_predictions(path)) is not None} if metric == study_metric else {}
     ranking = add_uncertainty(ranking, preds)
     return {"metric": metric, "mode": mode, "epochs": epochs, "ranking": ranking,
+            "diagnoses": diagnoses_of(exp_dir, ranking, epochs, metric),
             "groups": group_split_seeds(ranking, metric, mode), "marginals": marginals(ranking, metric, mode),
             "versions": settings.get("versions"), "source": settings.get("source"), "uri": settings.get("uri"),
             "planned": settings.get("trials"), "confirmation": _readable_confirmation(exp_dir, damage),
@@ -351,7 +455,7 @@ def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     metric, ranking = r["metric"], r["ranking"]
     r["importance"], r["importance_note"] = fit_importance(r)
     r["findings"] = headline(ranking, r["epochs"], metric, experiment or r["uri"] or str(exp_dir), r["source"],
-                             r["planned"], r["confirmation"])
+                             r["planned"], r["confirmation"], r["diagnoses"])
     r["out"] = out
     r["epochs"].to_parquet(out / "results.parquet", index=False)
     cols = _columns(ranking, metric)
@@ -371,6 +475,7 @@ def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     if r["importance"] is not None:
         md += [f"\n## Hyperparameter importance for {metric} (fANOVA)\n",
                to_markdown(r["importance"], list(r["importance"].columns))]
+    md += diagnosis_markdown(r)
     confirmation = r["confirmation"]
     if confirmation is not None:  # iqa-tune confirm: the top configurations over seeds
         view, method = display_table(confirmation), " ".join(filter(None, (method_text(confirmation),
@@ -380,7 +485,7 @@ def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     last_line = footer(r["versions"])
     _write_atomic(out / "ranking.md", "\n".join(md) + f"\n\n---\n{last_line}\n")
     if pictures:
-        plots(r["epochs"], ranking, metric, out)  # PNG copies of the curves, for documents and Markdown
+        plots(r["epochs"], ranking, metric, out, r["diagnoses"])  # PNG copies of the curves, for documents and Markdown
     page = render_page(f"{exp_dir.name}: study report", study_status(ranking, r["planned"]), r["findings"],
                        page_sections(exp_dir, r), last_line)
     _write_atomic(out / "index.html", page)
@@ -412,6 +517,10 @@ def build_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
         console.print(to_rich(display_table(confirmation), None, "confirmation over seeds (test SRCC at the best "
                                                                  "val epoch, paired against the best; Holm)"))
     console.print(Text(f"report: {out}/index.html (ranking.csv, ranking.md, results.parquet, *.png)"))
+    if r["diagnoses"]:
+        console.print(Panel(Text("\n".join([diagnosis_summary(r["diagnoses"]), *(t for d in r["diagnoses"] for t in d.sentences)])),
+                            title="Why does test SRCC fall? (top trials; 95% paired bootstrap over images)",
+                            title_align="left", border_style="magenta"))
     console.print(Panel(Text("\n".join(f.text for f in r["findings"])), title="What the study found",
                         title_align="left", border_style="blue"))
     return out

@@ -34,6 +34,8 @@ from iqa_tune.records import (
     study_settings,
 )
 
+from .labels import XTEST, signal_columns
+
 LEVEL = 0.05  # family-wise error rate of the comparisons against the best configuration
 SEED_COLS = ("train.seed", "data.split.seed")  # what varies between the runs of one configuration
 
@@ -103,10 +105,21 @@ def confirmation_runs(study_dir: Path) -> pd.DataFrame | None:
             best = hist.iloc[best_index(hist[metric].tolist(), mode)]
             row.update({"best_epoch": int(best["epoch"]), metric: best[metric],
                         "test_srcc": best.get("test_srcc", math.nan), "test_plcc": best.get("test_plcc", math.nan)})
+            row.update(_signals(best, hist.iloc[-1], signal_columns(hist.columns)))
         rows.append(row)
     runs = pd.DataFrame(rows)
     runs.attrs.update(metric=metric, mode=mode, plan=plan)
     return runs
+
+
+def _signals(best: pd.Series, last: pd.Series, cols: list[str]) -> dict:
+    """The diagnosis signals of a run at its best epoch and their change to its last epoch (``<signal>_change``)."""
+    out = {}
+    for c in cols:
+        if c != "test_srcc":
+            out[c] = best.get(c, math.nan)
+        out[f"{c}_change"] = last.get(c, math.nan) - best.get(c, math.nan)
+    return out
 
 
 def _configuration_of(trial: pd.Series, configurations: list[dict]) -> str:
@@ -145,6 +158,8 @@ def summarize(runs: pd.DataFrame, metric: str, mode: str, configurations: list[d
         rows.append({"configuration": c["name"], "runs": len(mine), f"search {metric}": c.get("search_metric"),
                      metric: m, f"{metric}_ci_lo": mlo, f"{metric}_ci_hi": mhi,
                      "test_srcc": t, "test_srcc_ci_lo": tlo, "test_srcc_ci_hi": thi,
+                     # the diagnosis signals (at the best epoch, and their change to the last), means over runs
+                     **{s: mine[s].mean() for s in signal_names(runs)},
                      **{HP_PREFIX + k: v for k, v in c["values"].items()}})
     table = pd.DataFrame(rows)
     for col in ("diff_vs_best", "diff_ci_lo", "diff_ci_hi", "pairs", "p", "p_holm"):
@@ -160,6 +175,12 @@ def summarize(runs: pd.DataFrame, metric: str, mode: str, configurations: list[d
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     cols = [c for c in table.columns if not c.startswith(HP_PREFIX)] + [c for c in table if c.startswith(HP_PREFIX)]
     return table[cols]
+
+
+def signal_names(df: pd.DataFrame) -> list[str]:
+    """The signal columns of a runs or configuration table: each signal at the best epoch and its change."""
+    return [c for s in signal_columns(c.removesuffix("_change") for c in df) for c in (s, f"{s}_change")
+            if c in df and c != "test_srcc"]
 
 
 def _compare(table: pd.DataFrame, done: pd.DataFrame, best: int) -> None:
@@ -241,6 +262,12 @@ def _with_ci(m: float, lo: float, hi: float) -> str:
     return f"{m:.4f} ({lo:.3f}..{hi:.3f})" if np.isfinite(lo) else f"{m:.4f}"
 
 
+def _signal_name(col: str) -> str:
+    names = {"train_eval_srcc": "train-eval SRCC", "test_disagreement": "disagreement",
+             "test_srcc_patch": "test patch SRCC"}
+    return names.get(col) or f"{col.removeprefix(XTEST).removesuffix('_srcc')} SRCC"
+
+
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
     """The configuration table as strings, one column per figure with its interval: for Markdown, HTML and the
     terminal alike."""
@@ -255,6 +282,15 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
         for v, r in zip(table["vs_best"], table[["diff_vs_best", "diff_ci_lo", "diff_ci_hi"]].to_numpy())]
     out["p (Holm)"] = ["" if not np.isfinite(p) else f"{p:.3f}" for p in table["p_holm"]]
     out["vs best"] = table["vs_best"]
+    for signal in signal_columns(c.removesuffix("_change") for c in table):  # mean over runs (change after best)
+        value, change = table.get(signal), table.get(f"{signal}_change")
+        if change is None:  # a confirmation of an older iqa-tune: no signals recorded
+            continue
+        if signal == "test_srcc":
+            out["test Δ after best"] = [f"{d:+.3f}" if np.isfinite(d) else "n/a" for d in change]
+        elif value is not None and change is not None:
+            out[_signal_name(signal) + " (Δ after best)"] = [
+                f"{v:.3f} ({d:+.3f})" if np.isfinite(v) and np.isfinite(d) else "n/a" for v, d in zip(value, change)]
     for c in [c for c in table if c.startswith(HP_PREFIX)]:
         out[c] = table[c]
     out.attrs = dict(table.attrs)

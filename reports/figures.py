@@ -183,3 +183,39 @@ def divergence(epochs: pd.DataFrame, ranking: pd.DataFrame, metric: str, top: in
     fig.update_layout(height=340, margin=dict(l=60, r=20, t=40, b=40), font=FONT,
                       legend=dict(orientation="h", yanchor="bottom", y=1.1, x=0, xanchor="left"))
     return fig
+
+
+# the diagnosis chart: one line style per signal, the same in every trial's chart
+SIGNAL_STYLES = {"test_srcc": ("test SRCC (image)", "#1f77b4", "solid"),
+                 "train_eval_srcc": ("train-eval SRCC (image)", "#2ca02c", "solid"),
+                 "test_srcc_patch": ("test SRCC (patch)", "#1f77b4", "dot"),
+                 "test_disagreement": ("within-image disagreement (right axis)", "#d62728", "dash")}
+
+
+def diagnosis_figure(table: pd.DataFrame, best_epoch: int, metric: str, title: str) -> go.Figure | None:
+    """One trial's diagnosis signals per epoch (``diagnosis.epoch_table``): the study metric, test, train-eval and
+    cross-dataset SRCC at image level and test SRCC per patch on the left axis, the within-image disagreement (a
+    ratio, another scale) on the right; the best val epoch dashed."""
+    if table.empty or len(table) < 2:
+        return None
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    xtest = [c for c in table if c.startswith("xtest_")]
+    styles = {metric: (f"{metric_label(metric)} (selects)", "#7f7f7f", "solid"), **SIGNAL_STYLES,
+              **{c: (f"{c.removeprefix('xtest_').removesuffix('_srcc')} SRCC (cross-dataset)",
+                     PALETTE[(i + 4) % len(PALETTE)], "dashdot") for i, c in enumerate(xtest)}}
+    for col, (label, colour, dash) in styles.items():
+        if col not in table or table[col].isna().all():
+            continue
+        right = col == "test_disagreement"
+        fig.add_trace(go.Scatter(x=table["epoch"], y=table[col], mode="lines+markers", name=label,
+                                 line=dict(color=colour, dash=dash, width=2),
+                                 hovertemplate=f"epoch %{{x}}: {label} %{{y:.3f}}<extra></extra>"),
+                      secondary_y=right)
+    fig.add_vline(x=float(best_epoch), line=dict(color="#888", dash="dash", width=1),
+                  annotation_text="best val epoch", annotation_position="top left")
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    fig.update_yaxes(title_text="SRCC", secondary_y=False)
+    fig.update_yaxes(title_text="disagreement (crop SD / SD of image means)", secondary_y=True, showgrid=False)
+    fig.update_layout(title=dict(text=title, font=dict(size=13)), height=380, font=FONT,
+                      margin=dict(l=60, r=60, t=50, b=40), legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
+    return fig

@@ -17,11 +17,11 @@ import pandas as pd
 from iqa_tune.records import HP_PREFIX
 from iqa_tune.storage import is_uri
 
+from .diagnosis import TOP, Change, diagnose
 from .labels import describe, metric_label
 
 NOT_SIGNIFICANT = ("indistinguishable", "not significant")  # vs_top labels of a difference the test cannot see
 UNFINISHED = ("running", "pending", "paused")
-TOP_FOR_OVERFITTING = 3
 
 
 @dataclass
@@ -93,39 +93,64 @@ def noise(ranking: pd.DataFrame, experiment: str) -> Finding | None:
     return Finding("noise", text + scale)
 
 
-def overfitting(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> Finding | None:
-    """Do the top trials' image-level test SRCC fall after their best epoch while patch-level train SRCC rises?"""
-    if epochs.empty or "test_srcc" not in epochs or "train_srcc_patch" not in epochs:
+def overfitting(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str,
+                diagnoses: list | None = None) -> Finding | None:
+    """Did the top trials' image-level test SRCC fall after their best epoch while the training images were ranked
+    better? Read from the diagnosis (``diagnosis.py``: train-eval SRCC, the training images scored like test, and
+    each change's paired bootstrap over images where crop predictions were saved); patch-level train SRCC stands in
+    for train-eval in experiments that did not record it."""
+    if epochs.empty or "test_srcc" not in epochs:
         return None
-    parts, falls, judged = [], [], 0
-    for _, t in ranking.dropna(subset=[metric]).head(TOP_FOR_OVERFITTING).iterrows():
-        hist = epochs[epochs["trial"] == t["trial"]].sort_values("epoch")
-        at_best, last = hist[hist["epoch"] == t["best_epoch"]].iloc[0], hist.iloc[-1]
-        if last["epoch"] <= at_best["epoch"]:
-            continue
-        judged += 1
-        d_test = last["test_srcc"] - at_best["test_srcc"]
-        d_train = last["train_srcc_patch"] - at_best["train_srcc_patch"]
-        if d_test < 0 < d_train:
-            falls.append(-d_test)
-        parts.append(f"#{int(t['rank'])}: test {at_best['test_srcc']:.3f} -> {last['test_srcc']:.3f} ({d_test:+.3f}), "
-                     f"train (patch) {at_best['train_srcc_patch']:.3f} -> {last['train_srcc_patch']:.3f} "
-                     f"({d_train:+.3f}) from epoch {int(at_best['epoch'])} to {int(last['epoch'])}")
+    diagnoses = diagnose(ranking, epochs, metric, top=TOP) if diagnoses is None else diagnoses
+    judged = [d for d in diagnoses if d.judged]
     if not judged:
         return Finding("overfitting", "Overfitting: none of the top trials trained past its best val epoch, so "
                                       "there is nothing after it to judge.")
-    which = ("the top trial, which trained past its" if judged == 1
-             else f"the top {judged} trials that trained past their")
-    verdict = (f"Overfitting in {len(falls)} of {which} best val epoch: image-level test SRCC fell after it while "
-               "patch-level train SRCC rose"
-               if falls else f"No overfitting in {which} best val epoch: image-level test SRCC did not fall while "
-                             "patch-level train SRCC rose")
+    parts, falls, noisy = [], [], 0
+    for d in judged:
+        test = d.changes["test_srcc"]
+        train, name = _train_signal(d, epochs)
+        if d.fell and train is not None and train.direction == "rose":
+            falls.append(-test.delta)
+        noisy += test.direction == "noise" and test.known
+        seen = f", {name} {train.figures()}" if train is not None else ", no train signal recorded"
+        parts.append(f"#{d.rank}: test {test.figures()}{seen} from epoch {d.best_epoch} to {d.last_epoch}")
+    which = ("the top trial, which trained past its" if len(judged) == 1
+             else f"the top {len(judged)} trials that trained past their")
+    names = {_train_signal(d, epochs)[1] for d in judged} - {None}
+    rose = " or ".join(TRAIN_SIGNALS[n] for n in sorted(names)) or "train SRCC"
+    noise = f"in {noisy}, test changed inside its noise (paired bootstrap over test images): it cannot decide"
+    if falls:
+        verdict = (f"Overfitting in {len(falls)} of {which} best val epoch: image-level test SRCC fell after it "
+                   f"while {rose} rose" + (f" ({noise})" if noisy else ""))
+    elif noisy == len(judged):
+        verdict = (f"Overfitting cannot be decided in {which} best val epoch: image-level test SRCC changed inside "
+                   "its noise after it (paired bootstrap over test images)")
+    else:
+        verdict = (f"No overfitting in {which} best val epoch: image-level test SRCC did not fall while {rose} rose"
+                   + (f" ({noise})" if noisy else ""))
     top = ranking.iloc[0]
     half = (top.get("test_srcc_ci_hi", np.nan) - top.get("test_srcc_ci_lo", np.nan)) / 2
-    if falls and np.isfinite(half):
+    if falls and np.isfinite(half) and not all(d.changes["test_srcc"].known for d in judged):
         size = "larger than" if max(falls) > half else "within"
         verdict += f" (largest fall {max(falls):.3f}, {size} the test CI's half-width of {half:.3f})"
     return Finding("overfitting", f"{verdict}. " + "; ".join(parts) + ".")
+
+
+TRAIN_SIGNALS = {"train-eval": "train-eval image SRCC (the training images scored like test)",
+                 "train (patch)": "patch-level train SRCC"}
+
+
+def _train_signal(d, epochs: pd.DataFrame):
+    """(change, name) of the training images' fit: train-eval where recorded, else training-time patch SRCC."""
+    if "train_eval_srcc" in d.changes:
+        return d.changes["train_eval_srcc"], "train-eval"
+    hist = epochs[epochs["trial"] == d.trial]
+    if "train_srcc_patch" not in hist:
+        return None, None
+    at = hist.set_index("epoch")["train_srcc_patch"]
+    return Change("train_srcc_patch", "train (patch)", float(at.get(d.best_epoch, np.nan)),
+                  float(at.get(d.last_epoch, np.nan))), "train (patch)"
 
 
 def confirmed(table: pd.DataFrame | None) -> Finding | None:
@@ -147,9 +172,10 @@ def confirmed(table: pd.DataFrame | None) -> Finding | None:
 
 def headline(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str, experiment: str,
              source: str | None = None, planned: int | None = None,
-             confirmation: pd.DataFrame | None = None) -> list[Finding]:
+             confirmation: pd.DataFrame | None = None, diagnoses: list | None = None) -> list[Finding]:
     """The findings, in reading order: progress, best configuration, its figures, noise, overfitting.
-    ``source``: the study's space file, for the command that resumes an interrupted study."""
+    ``source``: the study's space file, for the command that resumes an interrupted study; ``diagnoses``: the
+    top trials' (``diagnosis.diagnose``, with their crop files), for the overfitting verdict."""
     if is_uri(experiment):  # s3://bucket/prefix/name: a Path would fold the '//'
         parent, _, name = experiment.rstrip("/").rpartition("/")
     else:
@@ -160,5 +186,5 @@ def headline(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str, experimen
         return [f for f in found if f] + [Finding("best", "No trial has reported a defined "
                                                           f"{metric_label(metric)} yet.")]
     found += best(ranking, metric)
-    found += [noise(ranking, experiment), confirmed(confirmation), overfitting(ranking, epochs, metric)]
+    found += [noise(ranking, experiment), confirmed(confirmation), overfitting(ranking, epochs, metric, diagnoses)]
     return [f for f in found if f]

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from iqa_tune.records import HP_PREFIX
+from iqa_tune.records import HP_PREFIX, XTEST_PREFIX, is_xtest_srcc
 
 # searched keys by their everyday name; any other key falls back to its last part ("train.warmup_epochs" ->
 # "warmup epochs"), or its whole path where two keys would share a name
@@ -28,6 +28,15 @@ COLUMN_NAMES = {"rank": "rank", "trial": "trial", "ended": "ended", "reason": "r
                 "test_srcc_drop (best->last)": "test SRCC drop after best",
                 "diff_vs_top": "Δ test SRCC vs top", "diff_ci": "Δ 95% CI"}
 UPPER = {"srcc": "SRCC", "plcc": "PLCC", "krcc": "KRCC"}
+# the diagnosis signals per epoch (SIGNALS.md), in the order the diagnosis reads them; cross-dataset sets follow
+SIGNAL_ORDER = ("test_srcc", "train_eval_srcc", "test_disagreement", "test_srcc_patch")
+XTEST = XTEST_PREFIX
+
+
+def signal_columns(columns) -> list[str]:
+    """The diagnosis signals among ``columns``, in reading order, the cross-dataset SRCCs last by name."""
+    cols = list(columns)
+    return [c for c in SIGNAL_ORDER if c in cols] + sorted(c for c in cols if is_xtest_srcc(c))
 
 
 def metric_label(name: str) -> str:

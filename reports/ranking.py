@@ -10,6 +10,7 @@ maximum test SRCC over epochs (the protocol of the reference paper, labelled as 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -62,7 +63,7 @@ def rank_trials(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str = "val_s
 BOOTSTRAP_RESAMPLES = 2000  # enough for p-values near 0.05 after Holm's adjustment (the smallest is 1/2001)
 
 
-def _srcc_rows(pred: np.ndarray, label: np.ndarray) -> np.ndarray:
+def srcc_rows(pred: np.ndarray, label: np.ndarray) -> np.ndarray:
     """Spearman's rank correlation of each row pair (ties averaged, as ``metrics.srcc``); NaN where undefined."""
     rp = stats.rankdata(pred, axis=1)
     rl = stats.rankdata(label, axis=1)
@@ -101,18 +102,33 @@ def bootstrap_srcc(label: np.ndarray, pred: np.ndarray, n: int = BOOTSTRAP_RESAM
                    level: float = 0.95) -> tuple[float, float, float]:
     """(SRCC, lo, hi) over test images."""
     idx = _resamples(label, n, seed)
-    lo, hi = _interval(_srcc_rows(pred[idx], label[idx]), n, level)
+    lo, hi = _interval(srcc_rows(pred[idx], label[idx]), n, level)
     return float(srcc(pred, label)), lo, hi
+
+
+RowStatistic = Callable[[np.ndarray], np.ndarray]  # resampled image indices (rows, images) -> a value per row
+CHUNK_VALUES = 4_000_000  # values a statistic sees at once (a patch-level one: images x crops per row)
+
+
+def paired_rows(stat_a: RowStatistic, stat_b: RowStatistic, n_images: int, n: int = BOOTSTRAP_RESAMPLES,
+                seed: int = 0, level: float = 0.95, width: int = 1) -> tuple[float, float, float]:
+    """(lo, hi, p) of statistic a minus statistic b, both computed on the same resamples of ``n_images`` images:
+    the paired bootstrap behind every difference the report states (two trials on one test set, two epochs of one
+    trial). ``width``: values per image the statistics touch (crops), to bound the memory of one chunk."""
+    idx = _resamples(np.empty(n_images), n, seed)
+    step = max(1, CHUNK_VALUES // max(1, n_images * width))
+    boots = np.concatenate([stat_a(idx[i:i + step]) - stat_b(idx[i:i + step]) for i in range(0, n, step)])
+    lo, hi = _interval(boots, n, level)
+    return lo, hi, _p_value(boots, n)
 
 
 def paired_bootstrap_test(label: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n: int = BOOTSTRAP_RESAMPLES,
                           seed: int = 0, level: float = 0.95) -> tuple[float, float, float, float]:
     """(SRCC_a - SRCC_b, lo, hi, p) resampling the same test images for both: the interval of the difference and
     the two-sided p-value of no difference."""
-    idx = _resamples(label, n, seed)
-    boots = _srcc_rows(pred_a[idx], label[idx]) - _srcc_rows(pred_b[idx], label[idx])
-    lo, hi = _interval(boots, n, level)
-    return float(srcc(pred_a, label) - srcc(pred_b, label)), lo, hi, _p_value(boots, n)
+    lo, hi, p = paired_rows(lambda i: srcc_rows(pred_a[i], label[i]), lambda i: srcc_rows(pred_b[i], label[i]),
+                            len(label), n, seed, level)
+    return float(srcc(pred_a, label) - srcc(pred_b, label)), lo, hi, p
 
 
 def paired_bootstrap(label: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n: int = BOOTSTRAP_RESAMPLES,
