@@ -151,6 +151,11 @@ def after_best(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> pd.D
                      "test_at_best": at_best["test_srcc"], "test_last": last["test_srcc"], "fall": fall,
                      "train_at_best": at_best.get("train_srcc_patch", np.nan),
                      "train_last": last.get("train_srcc_patch", np.nan), "half": half,
+                     # the diagnosis signals, where the solver records them (NaN otherwise)
+                     "disagreement_at_best": at_best.get("test_disagreement", np.nan),
+                     "disagreement_last": last.get("test_disagreement", np.nan),
+                     "gap_at_best": at_best.get("train_eval_srcc", np.nan) - at_best["test_srcc"],
+                     "gap_last": last.get("train_eval_srcc", np.nan) - last["test_srcc"],
                      "verdict": _verdict(int(last["epoch"]) - int(at_best["epoch"]), fall, half)})
     return pd.DataFrame(rows)
 
@@ -207,6 +212,7 @@ def trap(ranking: pd.DataFrame, curves: pd.DataFrame) -> Finding | None:
             f"{c['fall']:.3f}, {_against(c)}, "
             + ("while patch-level train SRCC rose: the model kept fitting training patches and lost test images "
                "(the seed's overfitting)." if rose else "although patch-level train SRCC did not rise."))
+    text += _why(c)
     text += (f" Selecting its best val epoch (early stopping on val, what this report does for every trial) keeps "
              f"{c['test_at_best']:.3f}.")
     others = fell.iloc[1:]
@@ -215,6 +221,20 @@ def trap(ranking: pd.DataFrame, curves: pd.DataFrame) -> Finding | None:
                 + "; ".join(f"{_describe(ranking, o['trial'])} (-{o['fall']:.3f})" for _, o in others.iterrows()) \
                 + "."
     return Finding("trap", text)
+
+
+def _why(c: pd.Series) -> str:
+    """What the diagnosis signals say about the fall, where the solver recorded them: did one image's crops come
+    to disagree (the seed's patch-level explanation), and did training images scored like test pull away?"""
+    out = []
+    if np.isfinite(c["disagreement_at_best"]) and np.isfinite(c["disagreement_last"]):
+        grew = c["disagreement_last"] > c["disagreement_at_best"]
+        out.append(f"the within-image disagreement of test crops {'grew' if grew else 'did not grow'} "
+                   f"({c['disagreement_at_best']:.3f} -> {c['disagreement_last']:.3f})")
+    if np.isfinite(c["gap_at_best"]) and np.isfinite(c["gap_last"]):
+        out.append(f"the gap between training images scored like test and the test images went "
+                   f"{c['gap_at_best']:+.3f} -> {c['gap_last']:+.3f}")
+    return f" Meanwhile {' and '.join(out)}." if out else ""
 
 
 def _describe(ranking: pd.DataFrame, trial: str) -> str:

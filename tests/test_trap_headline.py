@@ -111,3 +111,12 @@ def test_the_headline_carries_both_findings_and_is_the_same_twice():
     first = [(f.key, f.text) for f in headline(ranking, epochs, "val_srcc", "/r/demo")]
     assert [k for k, _ in first][-2:] == ["trap", "remedies"]
     assert first == [(f.key, f.text) for f in headline(ranking, epochs, "val_srcc", "/r/demo")]
+
+
+def test_the_diagnosis_signals_say_why_where_the_solver_recorded_them():
+    ranking, epochs = tables()
+    assert "Meanwhile" not in trap(ranking, after_best(ranking, epochs, "val_srcc")).text  # no signal columns
+    epochs["test_disagreement"] = 0.2 + 0.1 * epochs["epoch"]
+    epochs["train_eval_srcc"] = epochs["test_srcc"] + 0.05 * epochs["epoch"]
+    text = trap(ranking, after_best(ranking, epochs, "val_srcc")).text
+    assert "disagreement of test crops grew (0.300 -> 0.600)" in text and "+0.050 -> +0.200" in text
