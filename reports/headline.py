@@ -131,14 +131,15 @@ def overfitting(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> Fin
 # ----------------------------------------------------------------------------------------------------------------
 # the trap and the ways out of it: each configuration's image-level test SRCC after its best val epoch
 
-FELL, NOISE, HELD, UNJUDGED = "fell", "inside the noise", "did not fall", "not judged"
+FELL, NOISE, HELD, RISING, UNJUDGED = "fell", "inside the noise", "did not fall", "still rising", "not judged"
 
 
 def after_best(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per ranked trial: its test SRCC and patch-level train SRCC at its best val epoch and at its last
     epoch, the fall between them, the half-width of its test CI, and a verdict. The fall is judged against that
     half-width: a fall beyond it is one the test images' noise does not explain (FELL), a smaller one might be
-    that noise (NOISE); a curve that ends at its best val epoch has nothing after it (UNJUDGED)."""
+    that noise (NOISE). A curve whose best val epoch is its last never turned in the epochs it trained (RISING:
+    no fall seen, though a longer run might show one); a single epoch says nothing (UNJUDGED)."""
     rows = []
     if epochs.empty or "test_srcc" not in epochs:
         return pd.DataFrame(rows)
@@ -156,13 +157,15 @@ def after_best(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> pd.D
                      "disagreement_last": last.get("test_disagreement", np.nan),
                      "gap_at_best": at_best.get("train_eval_srcc", np.nan) - at_best["test_srcc"],
                      "gap_last": last.get("train_eval_srcc", np.nan) - last["test_srcc"],
-                     "verdict": _verdict(int(last["epoch"]) - int(at_best["epoch"]), fall, half)})
+                     "verdict": _verdict(int(at_best["epoch"]), int(last["epoch"]), fall, half)})
     return pd.DataFrame(rows)
 
 
-def _verdict(epochs_after: int, fall: float, half: float) -> str:
-    if epochs_after <= 0 or not np.isfinite(fall):
+def _verdict(best: int, last: int, fall: float, half: float) -> str:
+    if last <= 1 or not np.isfinite(fall):
         return UNJUDGED
+    if last <= best:
+        return RISING
     if fall <= 0:
         return HELD
     return FELL if np.isfinite(half) and fall > half else NOISE
@@ -182,6 +185,8 @@ def one_change(ranking: pd.DataFrame, a: str, b: str) -> list[tuple[str, object,
 
 
 def _curve_text(c: pd.Series) -> str:
+    if c["verdict"] == RISING:
+        return f"test SRCC {c['test_at_best']:.3f} at its best val epoch {c['best_epoch']}"
     train = (f", patch-level train SRCC {c['train_at_best']:.3f} -> {c['train_last']:.3f}"
              if np.isfinite(c["train_at_best"]) and np.isfinite(c["train_last"]) else "")
     return (f"test SRCC {c['test_at_best']:.3f} at its best val epoch {c['best_epoch']} -> {c['test_last']:.3f} at "
@@ -197,11 +202,11 @@ def _against(c: pd.Series) -> str:
 def trap(ranking: pd.DataFrame, curves: pd.DataFrame) -> Finding | None:
     """The configuration whose test SRCC fell furthest beyond its noise after its best val epoch: the trap, found
     from the numbers (whatever the trials are called), with whether patch-level train SRCC rose meanwhile."""
-    if curves.empty or (curves["verdict"] == UNJUDGED).all():
+    if curves.empty or curves["verdict"].isin([UNJUDGED, RISING]).all():
         return None
     fell = curves[curves["verdict"] == FELL].sort_values("fall", ascending=False)
     if fell.empty:
-        worst = curves[curves["verdict"] != UNJUDGED].sort_values("fall", ascending=False).iloc[0]
+        worst = curves[~curves["verdict"].isin([UNJUDGED, RISING])].sort_values("fall", ascending=False).iloc[0]
         return Finding("trap", f"No configuration's image-level test SRCC fell after its best val epoch by more "
                                f"than the half-width of its test CI: the trap did not show in this study (largest "
                                f"change: {_describe(ranking, worst['trial'])}, {_curve_text(worst)}; "
@@ -287,10 +292,12 @@ def remedies(ranking: pd.DataFrame, curves: pd.DataFrame, predictions: dict | No
             continue
         key, was, now = diff[0]
         change = f"{names[key]} {fmt_value(was)} -> {fmt_value(now)}"
-        {FELL: kept, HELD: removed, NOISE: unsure, UNJUDGED: unsure}[c["verdict"]].append(change)
+        {FELL: kept, HELD: removed, RISING: removed, NOISE: unsure, UNJUDGED: unsure}[c["verdict"]].append(change)
         how = (f"fell too, {_against(c)}" if c["verdict"] == FELL else
                f"fell by {c['fall']:.3f}, inside the noise ({_against(c)})" if c["verdict"] == NOISE else
-               "no fall" if c["verdict"] == HELD else "nothing after its best val epoch to judge")
+               "no fall" if c["verdict"] == HELD else
+               f"no fall in its {c['last_epoch']} epochs (val SRCC still at its best in the last)"
+               if c["verdict"] == RISING else "a single epoch: nothing to judge")
         parts.append(f"{change}: {how}; {_curve_text(c)}; {_cost(ranking, curves, predictions, c['trial'], ref)}")
     if not parts:
         return Finding("remedies", "No configuration differs from the trap in one searched key alone, so no "

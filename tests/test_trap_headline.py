@@ -5,7 +5,18 @@ not."""
 import numpy as np
 import pandas as pd
 
-from iqa_tune.reports.headline import FELL, HELD, NOISE, UNJUDGED, after_best, headline, one_change, remedies, trap
+from iqa_tune.reports.headline import (
+    FELL,
+    HELD,
+    NOISE,
+    RISING,
+    UNJUDGED,
+    after_best,
+    headline,
+    one_change,
+    remedies,
+    trap,
+)
 
 # trial -> (alpha, ranking, lr), val, test, patch-level train SRCC per epoch, test CI half-width at the best epoch.
 # Names say nothing: "q" is the trap (alpha 1, patch, lr 3e-4), falling 0.20 against a half-width of 0.05.
@@ -41,7 +52,7 @@ def test_each_curve_is_judged_after_its_best_val_epoch_against_its_ci():
     assert c.loc["q", "verdict"] == FELL and np.isclose(c.loc["q", "fall"], 0.20)
     assert c.loc["k", "verdict"] == FELL and c.loc["k", "best_epoch"] == 1
     assert c.loc["z", "verdict"] == NOISE and np.isclose(c.loc["z", "fall"], 0.03)  # 0.03 < 0.05: noise
-    assert c.loc["m", "verdict"] == UNJUDGED  # val still rising at the last epoch: nothing after it
+    assert c.loc["m", "verdict"] == RISING  # val still rising at the last epoch: no fall seen
     assert c.loc["q", "train_last"] > c.loc["q", "train_at_best"]
 
 
@@ -65,8 +76,9 @@ def test_remedies_are_the_single_changes_from_the_trap():
     summary = text.split(". ")[0]
     assert "did not: ranking patch -> image" in summary
     assert "alpha 1 -> 0" in summary.split("not called")[1]
-    assert "lr 0.0003 -> 0.0001" in summary.split("not called")[1]  # unjudged: val never turned
-    assert "removed the fall" not in text and "(trial w)" not in text and "0.600 at epoch" not in text
+    assert summary.startswith("One change from the trap at a time: removed the fall: lr 0.0003 -> 0.0001;")
+    assert "no fall in its 4 epochs (val SRCC still at its best in the last)" in text
+    assert "(trial w)" not in text and "0.600 at epoch" not in text
     assert "-0.040 against the trap's (no paired test" in text  # z at its best val epoch: 0.66 vs 0.70
 
 
@@ -92,12 +104,18 @@ def test_no_fall_and_a_fall_inside_the_noise_say_the_trap_did_not_show():
             for t, (hps, val, test, train, half) in CURVES.items()}
     ranking, epochs = tables(flat)
     curves = after_best(ranking, epochs, "val_srcc")
-    assert set(curves["verdict"]) <= {HELD, UNJUDGED}
+    assert set(curves["verdict"]) <= {HELD, RISING}
     assert "the trap did not show" in trap(ranking, curves).text and remedies(ranking, curves) is None
     small = {"q": ((1.0, "patch", 3e-4), [0.70, 0.66], [0.70, 0.67], [0.6, 0.9], 0.05)}
     ranking, epochs = tables(small)
     text = trap(ranking, after_best(ranking, epochs, "val_srcc")).text
     assert "the trap did not show" in text and "inside the noise" in text and "-0.030" in text
+
+
+def test_a_single_epoch_says_nothing():
+    ranking, epochs = tables({"q": ((1.0, "patch", 3e-4), [0.7], [0.7], [0.6], 0.05)})
+    curves = after_best(ranking, epochs, "val_srcc")
+    assert list(curves["verdict"]) == [UNJUDGED] and trap(ranking, curves) is None
 
 
 def test_single_changes_ignore_inert_keys():
