@@ -265,7 +265,7 @@ def _cost(ranking: pd.DataFrame, curves: pd.DataFrame, predictions: dict | None,
     it (uncalled differences are the ones a rerun may reverse)."""
     a, b = (curves[curves["trial"] == t].iloc[0] for t in (trial, ref))
     d = a["test_at_best"] - b["test_at_best"]
-    text = f"test SRCC at its best val epoch {a['test_at_best']:.3f}, {d:+.3f} against the trap's"
+    text = f"{d:+.3f} against the trap's {b['test_at_best']:.3f}, each at its best val epoch"
     p = _paired(predictions, trial, ref)
     if p is None:
         return text + " (no paired test: predictions missing or other test images)"
@@ -311,7 +311,7 @@ def remedies(ranking: pd.DataFrame, curves: pd.DataFrame, predictions: dict | No
         summary.append(f"not called (a change inside the noise, or nothing to judge; another run may say "
                        f"otherwise): {', '.join(unsure)}")
     return Finding("remedies", f"One change from the trap at a time: {'; '.join(summary)}. " + ". ".join(
-        p[0].upper() + p[1:] for p in parts) + ".")
+        f"With {p}" for p in parts) + ".")
 
 
 def confirmed(table: pd.DataFrame | None) -> Finding | None:

@@ -79,7 +79,7 @@ def test_remedies_are_the_single_changes_from_the_trap():
     assert summary.startswith("One change from the trap at a time: removed the fall: lr 0.0003 -> 0.0001;")
     assert "no fall in its 4 epochs (val SRCC still at its best in the last)" in text
     assert "(trial w)" not in text and "0.600 at epoch" not in text
-    assert "-0.040 against the trap's (no paired test" in text  # z at its best val epoch: 0.66 vs 0.70
+    assert "-0.040 against the trap's 0.700, each at its best val epoch (no paired test" in text  # z: 0.66
 
 
 def test_a_remedy_that_held_is_named_and_the_paired_test_decides_what_it_cost():
@@ -93,9 +93,9 @@ def test_a_remedy_that_held_is_named_and_the_paired_test_decides_what_it_cost():
              "z": (paths, label, rng.normal(size=300))}
     text = remedies(ranking, after_best(ranking, epochs, "val_srcc"), preds).text
     assert text.startswith("One change from the trap at a time: removed the fall: lr 0.0003 -> 0.0001;")
-    lr = next(p for p in text.split(". ") if p.startswith("Lr 0.0003 -> 0.0001"))
+    lr = next(p for p in text.split(". ") if p.startswith("With lr 0.0003 -> 0.0001"))
     assert "no fall" in lr and "the paired bootstrap cannot call it" in lr
-    alpha = next(p for p in text.split(". ") if p.startswith("Alpha 1 -> 0"))
+    alpha = next(p for p in text.split(". ") if p.startswith("With alpha 1 -> 0"))
     assert "worse by the paired bootstrap" in alpha
 
 
