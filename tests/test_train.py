@@ -16,7 +16,7 @@ MIN_VAL_SRCC = 0.35
 
 def test_demo_training_learns_and_writes_its_files(tmp_path):
     cfg = yaml.safe_load((ROOT / "configs/demo_train.yaml").read_text())
-    cfg["train"]["epochs"] = 2  # the first 2 of the trap's 4 epochs: before its fall
+    cfg["train"].update(epochs=2, threads=2)  # the first 2 of the trap's 4 epochs (before its fall), 2 threads
     cfg["out_dir"] = str(tmp_path / "runs")
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(cfg))
