@@ -437,7 +437,7 @@ def compute_tables(exp_dir: Path, metric: str | None = None) -> dict:
             "groups": group_split_seeds(ranking, metric, mode), "marginals": marginals(ranking, metric, mode),
             "versions": settings.get("versions"), "source": settings.get("source"), "uri": settings.get("uri"),
             "planned": settings.get("trials"), "confirmation": _readable_confirmation(exp_dir, damage),
-            "damage": damage}
+            "damage": damage, "predictions": preds}
 
 
 def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = None,
@@ -455,7 +455,7 @@ def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     metric, ranking = r["metric"], r["ranking"]
     r["importance"], r["importance_note"] = fit_importance(r)
     r["findings"] = headline(ranking, r["epochs"], metric, experiment or r["uri"] or str(exp_dir), r["source"],
-                             r["planned"], r["confirmation"], r["diagnoses"])
+                             r["planned"], r["confirmation"], r["diagnoses"], r["predictions"])
     r["out"] = out
     r["epochs"].to_parquet(out / "results.parquet", index=False)
     cols = _columns(ranking, metric)

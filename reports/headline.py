@@ -18,7 +18,7 @@ from iqa_tune.records import HP_PREFIX
 from iqa_tune.storage import is_uri
 
 from .diagnosis import TOP, Change, diagnose
-from .labels import describe, metric_label
+from .labels import describe, fmt_value, hp_names, metric_label
 
 NOT_SIGNIFICANT = ("indistinguishable", "not significant")  # vs_top labels of a difference the test cannot see
 UNFINISHED = ("running", "pending", "paused")
@@ -151,6 +151,190 @@ def _train_signal(d, epochs: pd.DataFrame):
     at = hist.set_index("epoch")["train_srcc_patch"]
     return Change("train_srcc_patch", "train (patch)", float(at.get(d.best_epoch, np.nan)),
                   float(at.get(d.last_epoch, np.nan))), "train (patch)"
+# ----------------------------------------------------------------------------------------------------------------
+# the trap and the ways out of it: each configuration's image-level test SRCC after its best val epoch
+
+FELL, NOISE, HELD, RISING, UNJUDGED = "fell", "inside the noise", "did not fall", "still rising", "not judged"
+
+
+def after_best(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per ranked trial: its test SRCC and patch-level train SRCC at its best val epoch and at its last
+    epoch, the fall between them, the half-width of its test CI, and a verdict. The fall is judged against that
+    half-width: a fall beyond it is one the test images' noise does not explain (FELL), a smaller one might be
+    that noise (NOISE). A curve whose best val epoch is its last never turned in the epochs it trained (RISING:
+    no fall seen, though a longer run might show one); a single epoch says nothing (UNJUDGED)."""
+    rows = []
+    if epochs.empty or "test_srcc" not in epochs:
+        return pd.DataFrame(rows)
+    for _, t in ranking.dropna(subset=[metric]).iterrows():
+        hist = epochs[epochs["trial"] == t["trial"]].sort_values("epoch")
+        at_best, last = hist[hist["epoch"] == t["best_epoch"]].iloc[0], hist.iloc[-1]
+        half = (t.get("test_srcc_ci_hi", np.nan) - t.get("test_srcc_ci_lo", np.nan)) / 2
+        fall = at_best["test_srcc"] - last["test_srcc"]
+        rows.append({"trial": t["trial"], "best_epoch": int(at_best["epoch"]), "last_epoch": int(last["epoch"]),
+                     "test_at_best": at_best["test_srcc"], "test_last": last["test_srcc"], "fall": fall,
+                     "train_at_best": at_best.get("train_srcc_patch", np.nan),
+                     "train_last": last.get("train_srcc_patch", np.nan), "half": half,
+                     # the diagnosis signals, where the solver records them (NaN otherwise)
+                     "disagreement_at_best": at_best.get("test_disagreement", np.nan),
+                     "disagreement_last": last.get("test_disagreement", np.nan),
+                     "gap_at_best": at_best.get("train_eval_srcc", np.nan) - at_best["test_srcc"],
+                     "gap_last": last.get("train_eval_srcc", np.nan) - last["test_srcc"],
+                     "verdict": _verdict(int(at_best["epoch"]), int(last["epoch"]), fall, half)})
+    return pd.DataFrame(rows)
+
+
+def _verdict(best: int, last: int, fall: float, half: float) -> str:
+    if last <= 1 or not np.isfinite(fall):
+        return UNJUDGED
+    if last <= best:
+        return RISING
+    if fall <= 0:
+        return HELD
+    return FELL if np.isfinite(half) and fall > half else NOISE
+
+
+def one_change(ranking: pd.DataFrame, a: str, b: str) -> list[tuple[str, object, object]]:
+    """The searched keys on which trials ``a`` and ``b`` differ, as (key, value in a, value in b); a key inert in
+    either (the ranking granularity at alpha 0) is no difference."""
+    ra, rb = (ranking[ranking["trial"] == t].iloc[0] for t in (a, b))
+    inert = {k for r in (ra, rb) for k in str(r.get("inert", "") or "").split(",") if k}
+    out = []
+    for c in [c for c in ranking if c.startswith(HP_PREFIX) and c.removeprefix(HP_PREFIX) not in inert]:
+        va, vb = ra[c], rb[c]
+        if not (pd.isna(va) and pd.isna(vb)) and va != vb:
+            out.append((c, va, vb))
+    return out
+
+
+def _curve_text(c: pd.Series) -> str:
+    if c["verdict"] == RISING:
+        return f"test SRCC {c['test_at_best']:.3f} at its best val epoch {c['best_epoch']}"
+    train = (f", patch-level train SRCC {c['train_at_best']:.3f} -> {c['train_last']:.3f}"
+             if np.isfinite(c["train_at_best"]) and np.isfinite(c["train_last"]) else "")
+    return (f"test SRCC {c['test_at_best']:.3f} at its best val epoch {c['best_epoch']} -> {c['test_last']:.3f} at "
+            f"epoch {c['last_epoch']} ({-c['fall']:+.3f}{train})")
+
+
+def _against(c: pd.Series) -> str:
+    if not np.isfinite(c["half"]):
+        return "no CI (no per-image predictions saved)"
+    return f"{c['fall'] / c['half']:.1f} x the ±{c['half']:.3f} half-width of its 95% test CI"
+
+
+def trap(ranking: pd.DataFrame, curves: pd.DataFrame) -> Finding | None:
+    """The configuration whose test SRCC fell furthest beyond its noise after its best val epoch: the trap, found
+    from the numbers (whatever the trials are called), with whether patch-level train SRCC rose meanwhile."""
+    if curves.empty or curves["verdict"].isin([UNJUDGED, RISING]).all():
+        return None
+    fell = curves[curves["verdict"] == FELL].sort_values("fall", ascending=False)
+    if fell.empty:
+        worst = curves[~curves["verdict"].isin([UNJUDGED, RISING])].sort_values("fall", ascending=False).iloc[0]
+        return Finding("trap", f"No configuration's image-level test SRCC fell after its best val epoch by more "
+                               f"than the half-width of its test CI: the trap did not show in this study (largest "
+                               f"change: {_describe(ranking, worst['trial'])}, {_curve_text(worst)}; "
+                               f"{worst['verdict']}).")
+    c = fell.iloc[0]
+    rose = np.isfinite(c["train_last"]) and c["train_last"] > c["train_at_best"]
+    text = (f"The trap: {_describe(ranking, c['trial'])}. Its image-level {_curve_text(c)}: a fall of "
+            f"{c['fall']:.3f}, {_against(c)}, "
+            + ("while patch-level train SRCC rose: the model kept fitting training patches and lost test images "
+               "(the seed's overfitting)." if rose else "although patch-level train SRCC did not rise."))
+    text += _why(c)
+    text += (f" Selecting its best val epoch (early stopping on val, what this report does for every trial) keeps "
+             f"{c['test_at_best']:.3f}.")
+    others = fell.iloc[1:]
+    if len(others):
+        text += f" {len(others)} other configuration{'s' if len(others) > 1 else ''} fell beyond the noise too: " \
+                + "; ".join(f"{_describe(ranking, o['trial'])} (-{o['fall']:.3f})" for _, o in others.iterrows()) \
+                + "."
+    return Finding("trap", text)
+
+
+def _why(c: pd.Series) -> str:
+    """What the diagnosis signals say about the fall, where the solver recorded them: did one image's crops come
+    to disagree (the seed's patch-level explanation), and did training images scored like test pull away?"""
+    out = []
+    if np.isfinite(c["disagreement_at_best"]) and np.isfinite(c["disagreement_last"]):
+        grew = c["disagreement_last"] > c["disagreement_at_best"]
+        out.append(f"the within-image disagreement of test crops {'grew' if grew else 'did not grow'} "
+                   f"({c['disagreement_at_best']:.3f} -> {c['disagreement_last']:.3f})")
+    if np.isfinite(c["gap_at_best"]) and np.isfinite(c["gap_last"]):
+        out.append(f"the gap between training images scored like test and the test images went "
+                   f"{c['gap_at_best']:+.3f} -> {c['gap_last']:+.3f}")
+    return f" Meanwhile {' and '.join(out)}." if out else ""
+
+
+def _describe(ranking: pd.DataFrame, trial: str) -> str:
+    row = ranking[ranking["trial"] == trial].iloc[0]
+    hp = [c for c in ranking if c.startswith(HP_PREFIX)]
+    return f"{describe(row, hp, row.get('inert', '')) or 'the only configuration'} (trial {trial})"
+
+
+def _paired(predictions: dict | None, a: str, b: str) -> tuple[float, float, float, float] | None:
+    """Paired bootstrap of test SRCC a - b at each one's best val epoch, on the test images both scored."""
+    from .ranking import paired_bootstrap_test
+
+    if not predictions or a not in predictions or b not in predictions:
+        return None
+    (pa, la, xa), (pb, _, xb) = predictions[a], predictions[b]
+    if len(pa) != len(pb) or not np.array_equal(pa, pb):
+        return None
+    return paired_bootstrap_test(np.asarray(la), np.asarray(xa), np.asarray(xb))
+
+
+def _cost(ranking: pd.DataFrame, curves: pd.DataFrame, predictions: dict | None, trial: str, ref: str) -> str:
+    """What a remedy cost or gained at its best val epoch against the trap's, and whether the paired test calls
+    it (uncalled differences are the ones a rerun may reverse)."""
+    a, b = (curves[curves["trial"] == t].iloc[0] for t in (trial, ref))
+    d = a["test_at_best"] - b["test_at_best"]
+    text = f"{d:+.3f} against the trap's {b['test_at_best']:.3f}, each at its best val epoch"
+    p = _paired(predictions, trial, ref)
+    if p is None:
+        return text + " (no paired test: predictions missing or other test images)"
+    _, lo, hi, pv = p
+    if not np.isfinite(pv):
+        return text + " (paired test undefined)"
+    call = ("the paired bootstrap cannot call it" if pv >= 0.05 else
+            f"{'better' if d > 0 else 'worse'} by the paired bootstrap")
+    return text + f" ({call}: 95% CI {lo:+.3f} to {hi:+.3f}, p {pv:.2f})"
+
+
+def remedies(ranking: pd.DataFrame, curves: pd.DataFrame, predictions: dict | None = None) -> Finding | None:
+    """The configurations one searched key away from the trap: did that one change remove the fall, and what did
+    it cost or gain at its best val epoch? Found from the hyperparameters, not from trial names."""
+    fell = curves[curves["verdict"] == FELL].sort_values("fall", ascending=False) if not curves.empty else curves
+    if fell.empty:
+        return None
+    ref = fell.iloc[0]["trial"]
+    names = hp_names([c for c in ranking if c.startswith(HP_PREFIX)])
+    parts, removed, kept, unsure = [], [], [], []
+    for _, c in curves.iterrows():
+        diff = one_change(ranking, ref, c["trial"]) if c["trial"] != ref else []
+        if len(diff) != 1:
+            continue
+        key, was, now = diff[0]
+        change = f"{names[key]} {fmt_value(was)} -> {fmt_value(now)}"
+        {FELL: kept, HELD: removed, RISING: removed, NOISE: unsure, UNJUDGED: unsure}[c["verdict"]].append(change)
+        how = (f"fell too, {_against(c)}" if c["verdict"] == FELL else
+               f"fell by {c['fall']:.3f}, inside the noise ({_against(c)})" if c["verdict"] == NOISE else
+               "no fall" if c["verdict"] == HELD else
+               f"no fall in its {c['last_epoch']} epochs (val SRCC still at its best in the last)"
+               if c["verdict"] == RISING else "a single epoch: nothing to judge")
+        parts.append(f"{change}: {how}; {_curve_text(c)}; {_cost(ranking, curves, predictions, c['trial'], ref)}")
+    if not parts:
+        return Finding("remedies", "No configuration differs from the trap in one searched key alone, so no "
+                                   "single change can be credited with a way out.")
+    summary = []
+    if removed:
+        summary.append(f"removed the fall: {', '.join(removed)}")
+    if kept:
+        summary.append(f"did not: {', '.join(kept)}")
+    if unsure:
+        summary.append(f"not called (a change inside the noise, or nothing to judge; another run may say "
+                       f"otherwise): {', '.join(unsure)}")
+    return Finding("remedies", f"One change from the trap at a time: {'; '.join(summary)}. " + ". ".join(
+        f"With {p}" for p in parts) + ".")
 
 
 def confirmed(table: pd.DataFrame | None) -> Finding | None:
@@ -172,10 +356,13 @@ def confirmed(table: pd.DataFrame | None) -> Finding | None:
 
 def headline(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str, experiment: str,
              source: str | None = None, planned: int | None = None,
-             confirmation: pd.DataFrame | None = None, diagnoses: list | None = None) -> list[Finding]:
-    """The findings, in reading order: progress, best configuration, its figures, noise, overfitting.
-    ``source``: the study's space file, for the command that resumes an interrupted study; ``diagnoses``: the
-    top trials' (``diagnosis.diagnose``, with their crop files), for the overfitting verdict."""
+             confirmation: pd.DataFrame | None = None, diagnoses: list | None = None,
+             predictions: dict | None = None) -> list[Finding]:
+    """The findings, in reading order: progress, best configuration, its figures, noise, overfitting, the trap and
+    the single changes that get out of it. ``source``: the study's space file, for the command that resumes an
+    interrupted study; ``diagnoses``: the top trials' (``diagnosis.diagnose``, with their crop files), for the
+    overfitting verdict; ``predictions``: trial -> (paths, labels, per-image predictions) at its best val epoch,
+    for the paired tests of the remedies against the trap."""
     if is_uri(experiment):  # s3://bucket/prefix/name: a Path would fold the '//'
         parent, _, name = experiment.rstrip("/").rpartition("/")
     else:
@@ -187,4 +374,6 @@ def headline(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str, experimen
                                                           f"{metric_label(metric)} yet.")]
     found += best(ranking, metric)
     found += [noise(ranking, experiment), confirmed(confirmation), overfitting(ranking, epochs, metric, diagnoses)]
+    curves = after_best(ranking, epochs, metric)
+    found += [trap(ranking, curves), remedies(ranking, curves, predictions)]
     return [f for f in found if f]

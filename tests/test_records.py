@@ -107,7 +107,7 @@ def test_shipped_space_config_is_typed_once():
     space = load_space(str(ROOT / "search_spaces/demo.yaml"))
     assert isinstance(space.base, RunConfig)
     assert dataclasses.asdict(space.base)["model"]["backbone"] == "efficientnet_lite0"
-    assert space.base.model.freeze_stages == 2
+    assert space.base.model.freeze_stages == 0 and space.base.loss.ranking == "patch"  # the trap trains every stage
 
 
 def test_versions_name_the_code_and_the_libraries(monkeypatch, tmp_path):
