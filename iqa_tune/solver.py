@@ -12,7 +12,6 @@ import math
 import resource
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ from . import records
 from .backbones import normalization
 from .config import RunConfig
 from .errors import UserError
+from .evaluation import autocast_for, crop_predictions
 from .losses import hyperiqa_loss
 from .metrics import correlations, image_means
 from .model import HyperIQA, build_model
@@ -87,8 +87,7 @@ class Solver:
         self.lr_rule = (lambda it: 1.0) if t.reference_compat else lr_lambda(t, len(self.train_patches))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_rule)
         self.normalize = Normalizer(self.device, t.channels_last, *normalization(cfg.model.backbone))
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
-        self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else nullcontext
+        self.autocast = autocast_for(t.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
         self.epoch = 0  # epochs completed
         self.best = records.BestEpoch(select, mode)  # the epoch that the selection metric picks (never a test metric)
@@ -167,11 +166,8 @@ class Solver:
         """Image-level SRCC/PLCC/KRCC of a split on its fixed crops; also the per-image predictions."""
         ev = self.eval_sets[name]
         self.model.eval()
-        preds = []
-        for batch in prefetch(ev.batches(pin=self.device.type == "cuda")):
-            with self.autocast():
-                preds.append(self.forward(self.normalize(batch.pixels)).float().cpu().numpy())
-        per_image = image_means(np.concatenate(preds), ev.image, len(ev.indices))
+        crops = crop_predictions(self.forward, self.normalize, self.autocast, ev.batches(pin=self.device.type == "cuda"))
+        per_image = image_means(crops, ev.image, len(ev.indices))
         return {f"{name}_{k}": v for k, v in correlations(per_image, ev.labels).items()}, per_image
 
     def run_epoch(self, on_batch: Callable[[int, int], None] | None = None) -> tuple[dict, np.ndarray | None]:
