@@ -71,7 +71,9 @@ def _pick_trial(exp_dir: Path, experiment: str, trial: str | None) -> tuple[str,
         raise UserError(f"{experiment}: an experiment without trials")
     ranking = rank_trials(epochs, trials, metric, mode)
     if trial is not None:
-        hits = ranking[(ranking["trial"] == trial) | ranking["trial"].str.contains(trial, regex=False)]
+        hits = ranking[ranking["trial"] == trial]
+        if hits.empty:  # Tune's trial id (abc12_00001), as the live table shows it, is part of the folder's name
+            hits = ranking[ranking["trial"].str.contains(trial, regex=False)]
         if len(hits) != 1:
             names = ", ".join(ranking["trial"])
             raise UserError(f"--trial {trial}: {'no' if hits.empty else 'more than one'} trial of {experiment} "
@@ -302,12 +304,12 @@ class Scorer:
 
     def __call__(self, images):
         single = not isinstance(images, (list, tuple))
-        prepared = [self._prepared(im) for im in ([images] if single else images)]
-        scores = np.zeros(0)
-        for s in range(0, len(prepared), CHUNK):
-            part = prepared[s:s + CHUNK]
-            crops = self.crop_scores([a for a, _ in part], [k for _, k in part])
-            scores = np.concatenate([scores, self._image_scores(crops)])
+        images = [images] if single else list(images)
+        scores = [np.zeros(0)]
+        for s in range(0, len(images), CHUNK):  # a chunk decoded at a time: a long list never sits in memory
+            part = [self._prepared(im) for im in images[s:s + CHUNK]]
+            scores.append(self._image_scores(self.crop_scores([a for a, _ in part], [k for _, k in part])))
+        scores = np.concatenate(scores)
         return float(scores[0]) if single else scores
 
     def score_items(self, items: list[Item], workers: int = 2,
