@@ -345,7 +345,8 @@ def _decoded(items: list[Item], read: Callable[[Path], np.ndarray], workers: int
     releases the GIL while decoding and resizing)."""
     it = iter(items)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = deque((item, pool.submit(read, item.path)) for item, _ in zip(it, range(ahead)))
+        # range first: zip stops on it without drawing (and losing) one more item from `it`
+        pending = deque((item, pool.submit(read, item.path)) for _, item in zip(range(ahead), it))
         while pending:
             item, future = pending.popleft()
             nxt = next(it, None)

@@ -238,6 +238,22 @@ def test_nothing_is_overwritten_without_force(train_run, tmp_path):
     assert run.returncode == 0 and pd.read_csv(out)["path"].tolist() == [str(image)]
 
 
+def test_decoding_ahead_keeps_every_image_in_order():
+    from iqa_tune.errors import UserError
+    from iqa_tune.predict import Item, _decoded
+
+    def read(path):
+        if path.name == "bad":
+            raise UserError(f"{path}: unreadable")
+        return np.full((1, 1, 3), int(path.name), np.uint8)
+
+    items = [Item(Path(str(i) if i != 4 else "bad"), str(i), str(i)) for i in range(10)]
+    got = list(_decoded(items, read, workers=2, ahead=3))
+    assert [it.shown for it, _ in got] == [str(i) for i in range(10)]
+    assert got[4][1] == "bad: unreadable" and [int(a[0, 0, 0]) for i, (_, a) in enumerate(got) if i != 4] == \
+        [0, 1, 2, 3, 5, 6, 7, 8, 9]
+
+
 def test_import_iqa_tune_stays_light():
     code = "import sys, iqa_tune; assert callable(iqa_tune.load); print('torch' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
