@@ -5,7 +5,8 @@ plain numpy copy), ``tune`` (per-epoch time inside Tune vs the bare solver, Ray 
 (trial-epochs and wall time of a 12-point grid with and without ASHA, and whether the grid's best survives),
 ``memory`` (peak RSS of the driver and of trial workers with 1 and 2 concurrent trials), ``search`` (TPE against
 random search at the same budget, over three search seeds), ``eval`` (the evaluation share of an epoch without and
-with the diagnosis signals' extra sets), ``gpu`` (swin_tiny through the solver on a CUDA device);
+with the diagnosis signals' extra sets), ``gpu`` (swin_tiny through the solver on a CUDA device), ``predict``
+(images/s of ``iqa-tune predict`` against a plain decode-and-score loop, one image at a time);
 on request only, ``koniq`` (10,000 release-sized JPEGs: cache build, decoding threads, cache size, PSS of four
 trials sharing the cache) and ``horizon`` (ASHA against the full grid, 12 points x 8 epochs of the pretrained demo
 backbone).
@@ -625,6 +626,77 @@ def bench_koniq(quick: bool, tmp: Path, images: int | None = None, backbone: str
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# predict: scoring new images
+
+
+def _demo_model_run(folder: Path) -> Path:
+    """A run folder that ``iqa_tune.load`` reads: the shipped demo_train config (EfficientNet-Lite0, 64 px patches,
+    8 crops per image) with freshly initialised weights. Throughput does not depend on what the weights learned."""
+    import torch
+
+    from .config import load_run_config, to_dict
+    from .model import build_model
+    from .shipped import resolve
+
+    cfg = load_run_config(resolve("demo_train", "config"))
+    model = build_model(cfg.model)
+    folder.mkdir(parents=True, exist_ok=True)
+    records.write_run_files(folder, to_dict(cfg), {})
+    torch.save({"model": model.state_dict(), "epoch": 1, "best": {"row": {"epoch": 1}}}, folder / records.STATE_FILE)
+    return folder
+
+
+def _plain_loop(scorer, paths: list[Path]) -> np.ndarray:
+    """What one would write without iqa-tune: decode each image with PIL, cut its crops (the same offsets), then
+    normalise and score them, one image at a time."""
+    import zlib
+
+    import torch
+    from PIL import Image
+
+    from .cache import target_size
+
+    p, n = scorer.patch_size, scorer.test_patches
+    out = []
+    with torch.no_grad():
+        for path in paths:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                size = target_size(*im.size, scorer.resize)
+                a = np.asarray(im.resize(size, Image.BILINEAR) if size != im.size else im)
+            rng = np.random.default_rng([zlib.crc32(scorer.key(path).encode()), p, n])
+            ys, xs = rng.integers(0, a.shape[0] - p + 1, size=n), rng.integers(0, a.shape[1] - p + 1, size=n)
+            crops = torch.from_numpy(np.stack([a[y:y + p, x:x + p] for y, x in zip(ys, xs)]))
+            out.append(float(scorer.model(scorer.normalize(crops)).mean()))
+    return np.array(out)
+
+
+def bench_predict(quick: bool, tmp: Path) -> dict:
+    """Images/s of ``iqa-tune predict``'s path (decoding threads ahead, crops of many images per batch) against a
+    plain PIL-decode-and-score loop, one image at a time, on the demo images, with the same model and crops."""
+    from .datasets import load_catalog
+    from .predict import Item, load
+
+    cat = load_catalog(DataConfig(dataset="demo"))
+    n = 96 if quick else 480
+    paths = [cat.root / p for p in cat.paths[:n]]
+    scorer = load(_demo_model_run(tmp / "predict-run"), device="cpu")
+    items = [Item(p, str(p), scorer.key(p)) for p in paths]
+    list(scorer.score_items(items[:16]))  # warm-up: first calls allocate
+    _plain_loop(scorer, paths[:16])
+    t0 = time.perf_counter()
+    ours = np.array([r.score for r in scorer.score_items(items)])
+    ours_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    plain = _plain_loop(scorer, paths)
+    plain_s = time.perf_counter() - t0
+    return {"images": n, "image_size": f"{cat.resize or 'native'} (demo: 192x144)",
+            "model": f"{scorer.config.model.backbone}, {scorer.test_patches} crops of {scorer.patch_size} px",
+            "predict_images_per_s": n / ours_s, "plain_loop_images_per_s": n / plain_s,
+            "speedup": plain_s / ours_s, "max_score_difference": float(np.abs(ours - plain).max())}
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # GPU path
 
 
@@ -828,6 +900,7 @@ def run_bench(args) -> int:
                   "memory": lambda: bench_memory(args.quick, studies),
                   "search": lambda: bench_search(args.quick, studies),
                   "gpu": lambda: bench_gpu(args.quick, tmp),
+                  "predict": lambda: bench_predict(args.quick, tmp),
                   "koniq": lambda: bench_koniq(args.quick, tmp, args.images)}[name]
             report[name] = fn()
             Path(args.out).write_text(json.dumps(report, indent=1, default=str))

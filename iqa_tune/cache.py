@@ -67,16 +67,22 @@ def to_rgb(im: Image.Image, path: Path) -> Image.Image:
     return im.convert("RGB")
 
 
+def resized(im: Image.Image, resize: list[int] | int | None, path: Path | str = "image") -> np.ndarray:
+    """An opened image as RGB uint8 (H, W, 3), resized bilinearly as the reference does (``path`` names it in
+    errors). What the cache stores, and what ``iqa-tune predict`` scores."""
+    im = to_rgb(im, Path(path))
+    size = target_size(*im.size, resize)
+    if size != im.size:
+        im = im.resize(size, Image.BILINEAR)
+    return np.asarray(im, dtype=np.uint8)
+
+
 def decode(path: Path, resize: list[int] | int | None) -> np.ndarray:
     """RGB uint8 (H, W, 3), resized bilinearly as the reference does; errors name the file."""
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(path) as im:
-            im = to_rgb(im, path)
-            size = target_size(*im.size, resize)
-            if size != im.size:
-                im = im.resize(size, Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
+            return resized(im, resize, path)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise UserError(f"{path}: unreadable or truncated image ({e})") from None
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from . import __version__
 from .errors import UserError, naming
 
-BENCH_SECTIONS = ("data", "tune", "eval", "asha", "memory", "search", "gpu", "koniq", "horizon")  # iqa_tune.bench.SECTIONS, without importing torch
+BENCH_SECTIONS = ("data", "tune", "eval", "asha", "memory", "search", "gpu", "predict", "koniq", "horizon")  # iqa_tune.bench.SECTIONS, without importing torch
 
 
 def _train(args) -> int:
@@ -151,6 +152,19 @@ def _report(args) -> int:
     return 0
 
 
+def _predict(args) -> int:
+    from .predict import run_predict
+
+    return run_predict(args.source, args.images, out=args.out, trial=args.trial, force=args.force,
+                       device=args.device)
+
+
+def _export(args) -> int:
+    from .export import run_export
+
+    return run_export(args.source, args.out, trial=args.trial, force=args.force)
+
+
 def _bench(args) -> int:
     from .bench import run_bench
 
@@ -257,6 +271,44 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--upload", action="store_true", help="for an experiment at a URI: also copy the report beside "
                                                         "it (URI/report)")
     s.set_defaults(fn=_report)
+
+    source_help = ("an experiment folder or URI (its best trial by the study metric, at its best epoch), a trial "
+                   "or iqa-tune train folder, or a best.pt checkpoint")
+    s = sub.add_parser("predict", help="score images with a trained model, as its test set was scored",
+                       description=textwrap.fill("Score images with a study's winner (or any trial or run): each image resized "
+                                   "and cut into the fixed crops its run's test set got, its score the mean of "
+                                   "its crops. One CSV row per image: path, score, crop_sd (the spread of its "
+                                   "crops' predictions). A CSV input with a score column also gets SRCC (95% "
+                                   "bootstrap CI), PLCC and KRCC against it. Exit code 1 when some images could "
+                                   "not be scored (they are listed), 2 when none could.", 100),
+                       epilog="examples:\n\n"
+                              "  iqa-tune predict ray_results/demo photos/ --out scores.csv\n"
+                              "  iqa-tune predict runs/demo-train/best.pt other_set/labels.csv --out other.csv",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("source", help=source_help)
+    s.add_argument("images", nargs="+", help="image files, folders (searched recursively) or CSVs with a path "
+                                             "column (relative to the CSV's folder)")
+    s.add_argument("--out", help="CSV to write (default: printed); SRCC etc. go beside it in NAME.metrics.json")
+    s.add_argument("--trial", help="an experiment's trial to use instead of its best (its folder name or id)")
+    s.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    s.add_argument("--device", default="auto", help="auto (a GPU if torch sees one), cpu, cuda, cuda:N")
+    s.set_defaults(fn=_predict)
+
+    s = sub.add_parser("export", help="write a trained model that plain torch loads, without iqa-tune",
+                       description=textwrap.fill("Write a self-contained model: torch.export (torch.export.load), or TorchScript "
+                                   "(torch.jit.load) where export fails. Input: a uint8 batch of crops (B, P, P, "
+                                   "3), RGB; output: one score per crop (an image's score is the mean of its "
+                                   "crops); the normalisation is inside. OUT.json beside it says how to resize "
+                                   "and crop, the label scale, and where the model came from.", 100),
+                       epilog="examples:\n\n"
+                              "  iqa-tune export ray_results/demo demo_best.pt2\n"
+                              "  iqa-tune export ray_results/demo demo_t2.pt2 --trial 00002",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("source", help=source_help)
+    s.add_argument("out", help="the model file to write (.pt2); its JSON goes beside it (.json)")
+    s.add_argument("--trial", help="an experiment's trial to use instead of its best (its folder name or id)")
+    s.add_argument("--force", action="store_true", help="overwrite OUT and its JSON if they exist")
+    s.set_defaults(fn=_export)
 
     s = sub.add_parser("bench", help="measure the data path, Tune overhead, ASHA savings and memory")
     s.add_argument("--out", default="bench.json", help="JSON output")

@@ -52,6 +52,16 @@ class Catalog:
                        self.label, self.label_file, None if self.rows is None else self.rows[:n])
 
 
+# the resize of a dataset whose data.resize is null ([width, height] or the shorter side; absent: native size)
+DEFAULT_RESIZE: dict[str, list[int] | int] = {"koniq10k": [512, 384], "spaq": 512}  # KonIQ: the reference's 512x384
+
+
+def resize_rule(cfg: DataConfig) -> list[int] | int | None:
+    """The resize a run applies to every image (``data.resize``, else its dataset's default), known without
+    reading the dataset: scoring new images uses it."""
+    return cfg.resize if cfg.resize is not None else DEFAULT_RESIZE.get(cfg.dataset)
+
+
 LINE = "__line__"  # key of a row's line number in the file (the header is line 1, as a spreadsheet shows it)
 
 
@@ -180,8 +190,8 @@ def koniq10k(cfg: DataConfig, root: Path) -> Catalog:
     scores = np.array([_score(r[column], label_file, r[LINE], column) for r in rows])
     _check_images(root, paths, label_file, [r[LINE] for r in rows])
     official = _koniq_sets(rows, label_file, root / "koniq10k_distributions_sets.csv")
-    return Catalog("koniq10k", root, paths, scores, [r["image_name"] for r in rows], [512, 384], official,
-                   column, str(label_file), _row_names(rows))
+    return Catalog("koniq10k", root, paths, scores, [r["image_name"] for r in rows], DEFAULT_RESIZE["koniq10k"],
+                   official, column, str(label_file), _row_names(rows))
 
 
 def _mat_entries(path: Path, key: str) -> np.ndarray:
@@ -260,8 +270,8 @@ def spaq(cfg: DataConfig, root: Path) -> Catalog:
     scores = np.array([_score(r[mi] if len(r) > mi else None, label_file, n, "MOS") for n, r in body])
     _check_images(root, paths, label_file, [n for n, _ in body])
     # originals are large phone photos: shorter side to 512 unless the config says otherwise
-    return Catalog("spaq", root, paths, scores, [str(r[ni]) for _, r in body], 512, None, "MOS", str(label_file),
-                   [f"row {n}" for n, _ in body])
+    return Catalog("spaq", root, paths, scores, [str(r[ni]) for _, r in body], DEFAULT_RESIZE["spaq"], None, "MOS",
+                   str(label_file), [f"row {n}" for n, _ in body])
 
 
 def generic_csv(cfg: DataConfig, root: Path) -> Catalog:

@@ -212,6 +212,17 @@ def latest_predictions(trial_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def state_file(run_dir: Path) -> Path | None:
+    """Where the model state of a run is: ``best.pt`` in an ``iqa-tune train`` folder, or in a Tune trial's newest
+    checkpoint (which the path names even where the file is not in a URI experiment's mirror: it is never
+    pulled); None when the run saved none."""
+    run_dir = Path(run_dir)
+    if (run_dir / STATE_FILE).is_file():
+        return run_dir / STATE_FILE
+    found = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
+    return found[-1] / STATE_FILE if found else None
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)

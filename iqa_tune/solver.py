@@ -12,7 +12,6 @@ import math
 import resource
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ from . import records
 from .backbones import normalization
 from .config import RunConfig
 from .errors import UserError
+from .evaluation import autocast_for, crop_predictions
 from .losses import hyperiqa_loss
 from .metrics import correlations, disagreement, image_means, logistic_plcc, patch_srcc
 from .model import HyperIQA, build_model
@@ -126,8 +126,7 @@ class Solver:
         self.lr_rule = (lambda it: 1.0) if t.reference_compat else lr_lambda(t, len(self.train_patches))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_rule)
         self.normalize = Normalizer(self.device, t.channels_last, *normalization(cfg.model.backbone))
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
-        self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else nullcontext
+        self.autocast = autocast_for(t.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
         self.epoch = 0  # epochs completed
         self.best = records.BestEpoch(select, mode)  # the epoch that the selection metric picks (never a test metric)
@@ -210,11 +209,8 @@ class Solver:
         """Every fixed crop's prediction of an evaluation set, (images, crops), in eval mode."""
         ev = self.eval_sets[name]
         self.model.eval()
-        preds = []
-        for batch in prefetch(ev.batches(pin=self.device.type == "cuda")):
-            with self.autocast():
-                preds.append(self.forward(self.normalize(batch.pixels)).float().cpu().numpy())
-        return np.concatenate(preds).reshape(len(ev.indices), ev.test_patches)
+        crops = crop_predictions(self.forward, self.normalize, self.autocast, ev.batches(pin=self.device.type == "cuda"))
+        return crops.reshape(len(ev.indices), ev.test_patches)
 
     def evaluate(self, name: str) -> tuple[dict, np.ndarray]:
         """The metrics of an evaluation set on its fixed crops (:func:`evaluation_metrics`); also the per-image

@@ -304,6 +304,26 @@ def pull(loc: Location, skip: Collection[str] = (), prune: bool = False) -> int:
     return copied
 
 
+def pull_file(loc: Location, rel: str) -> Path:
+    """One file of the experiment (``rel``, relative to it) into the mirror, even a model state that :func:`pull`
+    leaves out (``iqa-tune predict`` needs one trial's); returns its local path. For a folder, the file itself."""
+    import pyarrow.fs as pafs
+
+    target = loc.local / rel
+    s = loc.remote
+    if s is None:
+        return target
+    try:
+        info = s.fs.get_file_info(f"{s.path}/{rel}")
+        if info.type != pafs.FileType.File:
+            raise UserError(f"{s.uri}/{rel}: not found")
+        if not _same(target, info):
+            _download(s.fs, info, target)
+    except OSError as e:
+        raise UserError(f"{s.uri}/{rel}: cannot copy it to {target}: {_why(e)}") from None
+    return target
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # writing to the URI
 
