@@ -363,7 +363,7 @@ def load(source: str | Path, trial: str | None = None, device: str = "auto") -> 
     ``trial`` picks another), a trial or ``iqa-tune train`` folder, or a ``best.pt`` checkpoint."""
     import dataclasses
 
-    from .config import load_run_config
+    from .config import build_run_config, read_yaml
     from .errors import naming
     from .model import build_model
     from .solver import resolve_device
@@ -371,7 +371,9 @@ def load(source: str | Path, trial: str | None = None, device: str = "auto") -> 
     origin = find_model(source, trial)
     state = _read_state(origin.checkpoint)
     config_file = origin.run_dir / records.CONFIG_FILE
-    cfg = load_run_config(config_file)
+    # a run's resolved config as recorded: a searched key that another made inert is there as the trial ran, so
+    # it is read as a record, not refused as a user's config would be
+    cfg = build_run_config(read_yaml(config_file), str(config_file))
     # the state holds every weight: no ImageNet weights to fetch (offline, or from a package) before replacing them
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=False, checkpoint=None))
     dev = resolve_device(device)

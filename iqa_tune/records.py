@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,7 +308,10 @@ def read_error(trial_dir: Path) -> str:
     if not path.is_file():
         return ""
     lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else "error"
+    if not lines:
+        return "error"
+    # iqa-tune's own errors (UserError and its kin) are sentences for the user: the class name is noise there
+    return re.sub(r"^iqa_tune(\.\w+)+: ", "", lines[-1])[:300]
 
 
 def _inert(trial_dir: Path) -> list[str]:

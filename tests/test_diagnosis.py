@@ -27,7 +27,7 @@ from iqa_tune.reports.headline import overfitting
 from iqa_tune.reports.ranking import paired_bootstrap_test
 
 from .conftest import cli, koniq_like_csv
-from .test_study import TINY
+from .test_study import TINY_RUN
 
 N = 400  # resamples: the statistics are ranking.py's (tested there); fewer keep these tests fast
 
@@ -224,7 +224,7 @@ def test_the_report_diagnoses_a_real_training_run(tmp_path):
     checkpoint): the report's diagnosis, on the page, in ranking.md and in the terminal, matches a recomputation
     from the run's own crop files."""
     koniq_like_csv(tmp_path / "other", 12, size=(96, 72))
-    cfg = json.loads(json.dumps(TINY))
+    cfg = json.loads(json.dumps(TINY_RUN))
     cfg["train"].update(epochs=4, lr=3e-3)
     cfg["data"]["extra_tests"] = [{"name": "other", "dataset": "csv", "root": str(tmp_path / "other"),
                                    "csv_file": "labels.csv"}]

@@ -17,7 +17,7 @@ import yaml
 from iqa_tune import records
 
 from .conftest import cli, write_image
-from .test_study import TINY, write_space
+from .test_study import TINY, TINY_RUN, write_space
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def study(tmp_path_factory):
 def train_run(tmp_path_factory):
     """An ``iqa-tune train`` run of the tiny configuration (2 epochs)."""
     tmp = tmp_path_factory.mktemp("predict-train")
-    cfg = json.loads(json.dumps(TINY))
+    cfg = json.loads(json.dumps(TINY_RUN))
     cfg["train"]["epochs"] = 2
     cfg.update(name="tiny", out_dir=str(tmp / "runs"))
     (tmp / "tiny.yaml").write_text(yaml.safe_dump(cfg))

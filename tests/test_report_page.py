@@ -268,7 +268,10 @@ def test_the_page_in_headless_chromium(report, tmp_path):
     assert check.problems == []
     assert check.console_errors == [] and check.scroll_width <= 1400 and check.ranking_right <= 1400
     assert check.requests and check.external == []  # the page itself loads; nothing from a network
-    assert {p["id"] for p in check.plots} == {"plot-parallel", "plot-importance", "plot-curves", "plot-divergence"}
+    ids = {p["id"] for p in check.plots}
+    diagnosis = {i for i in ids if i.startswith("plot-diagnosis-")}  # one chart of the signals per top trial
+    assert ids - diagnosis == {"plot-parallel", "plot-importance", "plot-curves", "plot-divergence"}
+    assert diagnosis and diagnosis <= {f"plot-diagnosis-{k}" for k in range(1, 4)}
     assert all(p["width"] > 300 and p["height"] > 100 for p in check.plots)
     assert "Best configuration by val SRCC" in check.headline
     assert check.extra["first"] == "t_a" and check.extra["hidden"] == 0 and check.extra["shown"] > 0

@@ -116,7 +116,8 @@ def test_a_study_whose_every_trial_errored_exits_non_zero_and_says_why(tmp_path)
                         {"name": "bad", "scheduler": {"type": "none"}}, train={**TINY["train"], "lr": 1.0e9})
     run = cli("run", space, "--no-dashboard")
     assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
-    assert "2 of 2 trial(s) errored" in run.stdout and "non-finite training loss" in run.stdout
+    out = " ".join(run.stdout.split())  # rich wraps at the terminal's width
+    assert "2 of 2 trial(s) errored: train.lr: non-finite training loss" in out
     assert "Traceback" not in run.stderr
 
 
