@@ -106,12 +106,14 @@ def overfitting(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str,
     if not judged:
         return Finding("overfitting", "Overfitting: none of the top trials trained past its best val epoch, so "
                                       "there is nothing after it to judge.")
-    parts, falls, noisy = [], [], 0
+    parts, falls, noisy, other_falls = [], [], 0, 0
     for d in judged:
         test = d.changes["test_srcc"]
         train, name = _train_signal(d, epochs)
         if d.fell and train is not None and train.direction == "rose":
             falls.append(-test.delta)
+        elif d.fell:
+            other_falls += 1  # test fell, but the training images were not ranked better meanwhile
         noisy += test.direction == "noise" and test.known
         seen = f", {name} {train.figures()}" if train is not None else ", no train signal recorded"
         parts.append(f"#{d.rank}: test {test.figures()}{seen} from epoch {d.best_epoch} to {d.last_epoch}")
@@ -126,8 +128,13 @@ def overfitting(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str,
     elif noisy == len(judged):
         verdict = (f"Overfitting cannot be decided in {which} best val epoch: image-level test SRCC changed inside "
                    "its noise after it (paired bootstrap over test images)")
+    elif other_falls:
+        verdict = (f"No overfitting in {which} best val epoch, though image-level test SRCC fell after it in "
+                   f"{other_falls}: {rose} did not rise meanwhile, so the training images were not fitted better "
+                   "(a fall, but not memorisation: the diagnosis below says what changed)"
+                   + (f" ({noise})" if noisy else ""))
     else:
-        verdict = (f"No overfitting in {which} best val epoch: image-level test SRCC did not fall while {rose} rose"
+        verdict = (f"No overfitting in {which} best val epoch: image-level test SRCC did not fall after it"
                    + (f" ({noise})" if noisy else ""))
     top = ranking.iloc[0]
     half = (top.get("test_srcc_ci_hi", np.nan) - top.get("test_srcc_ci_lo", np.nan)) / 2

@@ -92,6 +92,20 @@ def test_a_fall_with_the_training_images_ranked_better_is_overfitting():
     assert "train-eval SRCC rose (overfitting the training images) in 1" in summary([d])
 
 
+def test_a_fall_with_the_training_images_ranked_worse_too_is_a_fall_but_not_overfitting():
+    rng = np.random.default_rng(2)
+    test, train = rng.normal(size=150), rng.normal(size=150)
+    best = {"test": crop_set(test, crops(test, 0.3, 0.2, 1)), "train_eval": crop_set(train, crops(train, 0.3, 0.2, 2))}
+    last = {"test": crop_set(test, crops(test, 1.5, 0.2, 3)), "train_eval": crop_set(train, crops(train, 1.5, 0.2, 4))}
+    ranking, epochs, files = study(best, last)
+    (d,) = diagnose(ranking, epochs, "val_srcc", files, n=N)
+    assert d.fell and not d.overfitting and d.changes["train_eval_srcc"].direction == "fell"
+    verdict = overfitting(ranking, epochs, "val_srcc", [d]).text
+    # the verdict must not say that test did not fall when it did
+    assert verdict.startswith("No overfitting in the top trial") and "though image-level test SRCC fell" in verdict
+    assert "did not fall" not in verdict
+
+
 def test_a_fall_with_the_crops_of_an_image_disagreeing_names_explanation_3():
     label = np.random.default_rng(1).normal(size=150)
     best = {"test": crop_set(label, crops(label, 0.3, 0.1, 1))}
