@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 from pathlib import Path
 
 from . import __version__
@@ -185,6 +184,10 @@ EXAMPLES = {
                 "iqa-tune confirm ray_results/demo --resume"],
     "report": ["iqa-tune report ray_results/demo          # writes ray_results/demo/report/",
                "iqa-tune report s3://bucket/studies/demo --upload"],
+    "predict": ["iqa-tune predict ray_results/demo photos/ --out scores.csv",
+                "iqa-tune predict runs/demo-train/best.pt other_set/labels.csv --out other.csv"],
+    "export": ["iqa-tune export ray_results/demo demo_best.pt2",
+               "iqa-tune export ray_results/demo demo_t2.pt2 --trial 00002"],
     "bench": ["iqa-tune bench --quick --only data",
               "iqa-tune bench --out bench.json           # every default section (minutes)"],
 }
@@ -275,16 +278,12 @@ def parser() -> argparse.ArgumentParser:
     source_help = ("an experiment folder or URI (its best trial by the study metric, at its best epoch), a trial "
                    "or iqa-tune train folder, or a best.pt checkpoint")
     s = sub.add_parser("predict", help="score images with a trained model, as its test set was scored",
-                       description=textwrap.fill("Score images with a study's winner (or any trial or run): each image resized "
+                       description=("Score images with a study's winner (or any trial or run): each image resized "
                                    "and cut into the fixed crops its run's test set got, its score the mean of "
                                    "its crops. One CSV row per image: path, score, crop_sd (the spread of its "
                                    "crops' predictions). A CSV input with a score column also gets SRCC (95% "
                                    "bootstrap CI), PLCC and KRCC against it. Exit code 1 when some images could "
-                                   "not be scored (they are listed), 2 when none could.", 100),
-                       epilog="examples:\n\n"
-                              "  iqa-tune predict ray_results/demo photos/ --out scores.csv\n"
-                              "  iqa-tune predict runs/demo-train/best.pt other_set/labels.csv --out other.csv",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   "not be scored (they are listed), 2 when none could."),)
     s.add_argument("source", help=source_help)
     s.add_argument("images", nargs="+", help="image files, folders (searched recursively) or CSVs with a path "
                                              "column (relative to the CSV's folder)")
@@ -295,15 +294,11 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_predict)
 
     s = sub.add_parser("export", help="write a trained model that plain torch loads, without iqa-tune",
-                       description=textwrap.fill("Write a self-contained model: torch.export (torch.export.load), or TorchScript "
+                       description=("Write a self-contained model: torch.export (torch.export.load), or TorchScript "
                                    "(torch.jit.load) where export fails. Input: a uint8 batch of crops (B, P, P, "
                                    "3), RGB; output: one score per crop (an image's score is the mean of its "
                                    "crops); the normalisation is inside. OUT.json beside it says how to resize "
-                                   "and crop, the label scale, and where the model came from.", 100),
-                       epilog="examples:\n\n"
-                              "  iqa-tune export ray_results/demo demo_best.pt2\n"
-                              "  iqa-tune export ray_results/demo demo_t2.pt2 --trial 00002",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   "and crop, the label scale, and where the model came from."))
     s.add_argument("source", help=source_help)
     s.add_argument("out", help="the model file to write (.pt2); its JSON goes beside it (.json)")
     s.add_argument("--trial", help="an experiment's trial to use instead of its best (its folder name or id)")
