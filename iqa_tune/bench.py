@@ -6,7 +6,8 @@ plain numpy copy), ``tune`` (per-epoch time inside Tune vs the bare solver, Ray 
 ``memory`` (peak RSS of the driver and of trial workers with 1 and 2 concurrent trials), ``search`` (TPE against
 random search at the same budget, over three search seeds), ``eval`` (the evaluation share of an epoch without and
 with the diagnosis signals' extra sets), ``gpu`` (swin_tiny through the solver on a CUDA device), ``predict``
-(images/s of ``iqa-tune predict`` against a plain decode-and-score loop, one image at a time);
+(images/s of ``iqa-tune predict`` against a plain decode-and-score loop, one image at a time), ``denormal``
+(training epochs with subnormal floats computed against flushed to zero, the solver's setting);
 on request only, ``koniq`` (10,000 release-sized JPEGs: cache build, decoding threads, cache size, PSS of four
 trials sharing the cache) and ``horizon`` (ASHA against the full grid, 12 points x 8 epochs of the pretrained demo
 backbone).
@@ -319,6 +320,63 @@ def bench_eval(quick: bool) -> dict:
            "crop_file_ms": crop_file_ms}
     out["epoch_ratio"] = out["after"]["epoch_s"] / out["before"]["epoch_s"]
     return out
+
+
+def _subnormal_share(solver) -> float:
+    """The share of the nonzero values in the model's parameters and the optimizer's state that are subnormal."""
+    import torch
+
+    tiny = torch.finfo(torch.float32).tiny
+    tensors = [p.detach() for p in solver.model.parameters()]
+    tensors += [v for st in solver.optimizer.state.values() for v in st.values()
+                if torch.is_tensor(v) and v.is_floating_point() and v.dim() > 0]
+    nonzero = sum(int((t != 0).sum()) for t in tensors)
+    subnormal = sum(int(((t != 0) & (t.abs() < tiny)).sum()) for t in tensors)
+    return subnormal / max(nonzero, 1)
+
+
+def bench_denormal(quick: bool) -> dict:
+    """What flushing subnormal floats to zero saves on the CPU: two solvers of the demo's trap run alone, but at the
+    demo's lower lr (1e-4: fine-tuning at a low lr breeds subnormal values in the weights and Adam's moments), one
+    epoch each in turn, one with subnormals computed (the CPU default) and one with them flushed (what the solver
+    does); the same batches, so the metrics must come out identical. Per epoch: training seconds of each, their
+    ratio, the share of subnormal values the unflushed one carries."""
+    import torch
+
+    from .config import load_run_config
+    from .prepare import prepare_data
+    from .shipped import resolve
+    from .solver import Solver
+
+    raw = yaml.safe_load(Path(resolve("demo_train", "config")).read_text())
+    epochs = 2 if quick else 3
+    raw["train"].update(lr=1.0e-4, epochs=epochs, threads=1)
+    raw["data"].update(train_eval_images=0, **({"limit": 600} if quick else {}))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "denormal.yaml"
+        path.write_text(yaml.safe_dump({**raw, "out_dir": folder}))
+        cfg = load_run_config(path)
+    data = prepare_data(cfg, progress=False)
+    solvers = {"computed": Solver(cfg, data), "flushed": Solver(cfg, data)}
+    rows: dict[str, list[dict]] = {k: [] for k in solvers}
+    share = []
+    try:
+        for _ in range(epochs):
+            for k, solver in solvers.items():
+                torch.set_flush_denormal(k == "flushed")
+                rows[k].append(solver.run_epoch()[0])
+            share.append(_subnormal_share(solvers["computed"]))
+    finally:
+        torch.set_flush_denormal(True)
+    keys = ("train_loss", "val_srcc", "test_srcc")
+    return {"epochs": epochs, "images": len(data.split["train"]),
+            "computed_train_s": [r["train_seconds"] for r in rows["computed"]],
+            "flushed_train_s": [r["train_seconds"] for r in rows["flushed"]],
+            "speedup_per_epoch": [a["train_seconds"] / b["train_seconds"] for a, b in zip(*rows.values())],
+            "speedup_total": sum(r["train_seconds"] for r in rows["computed"]) /
+            sum(r["train_seconds"] for r in rows["flushed"]),
+            "subnormal_share_unflushed": share,
+            "identical_metrics": all(a[k] == b[k] for a, b in zip(*rows.values()) for k in keys)}
 
 
 def _best_trial(rows_by_trial: dict[str, list[dict]]) -> str:
@@ -894,7 +952,7 @@ def run_bench(args) -> int:
         for name in sections:
             console.print(f"[bold]bench {name}[/] ...")
             fn = {"data": lambda: bench_data(args.quick), "tune": lambda: bench_tune(args.quick, studies),
-                  "eval": lambda: bench_eval(args.quick),
+                  "eval": lambda: bench_eval(args.quick), "denormal": lambda: bench_denormal(args.quick),
                   "asha": lambda: bench_asha(args.quick, studies),
                   "horizon": lambda: bench_horizon(args.quick, studies),
                   "memory": lambda: bench_memory(args.quick, studies),

@@ -9,7 +9,7 @@ from pathlib import Path
 from . import __version__
 from .errors import UserError, naming
 
-BENCH_SECTIONS = ("data", "tune", "eval", "asha", "memory", "search", "gpu", "predict", "koniq", "horizon")  # iqa_tune.bench.SECTIONS, without importing torch
+BENCH_SECTIONS = ("data", "tune", "eval", "denormal", "asha", "memory", "search", "gpu", "predict", "koniq", "horizon")  # iqa_tune.bench.SECTIONS, without importing torch
 
 
 def _train(args) -> int:

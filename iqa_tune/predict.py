@@ -194,7 +194,8 @@ class Scorer:
         d, t = self.config.data, self.config.train
         self.resize, self.patch_size, self.test_patches = resize_rule(d), d.patch_size, d.test_patches
         self.batch_size = t.eval_batch_size
-        self.normalize = Normalizer(self.device, False, *normalization(self.config.model.backbone))
+        # the memory layout the solver evaluated in (channels_last changes the conv kernels, and so the last bits)
+        self.normalize = Normalizer(self.device, t.channels_last, *normalization(self.config.model.backbone))
         # as trained on a GPU (bf16 there, say); fp32 on a CPU, where bf16 autocast is slow and only adds rounding
         self.precision = t.precision if self.device.type == "cuda" else "fp32"
         self.autocast = autocast_for(self.precision, self.device)
@@ -363,8 +364,11 @@ def load(source: str | Path, trial: str | None = None, device: str = "auto") -> 
     ``trial`` picks another), a trial or ``iqa-tune train`` folder, or a ``best.pt`` checkpoint."""
     import dataclasses
 
+    import torch
+
     from .config import build_run_config, read_yaml
     from .errors import naming
+    from .evaluation import flush_subnormals
     from .model import build_model
     from .solver import resolve_device
 
@@ -377,6 +381,7 @@ def load(source: str | Path, trial: str | None = None, device: str = "auto") -> 
     # the state holds every weight: no ImageNet weights to fetch (offline, or from a package) before replacing them
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=False, checkpoint=None))
     dev = resolve_device(device)
+    flush_subnormals()  # as the solver that evaluated it
     with naming(str(config_file)):
         model = build_model(cfg.model)
     try:
@@ -385,6 +390,8 @@ def load(source: str | Path, trial: str | None = None, device: str = "auto") -> 
         raise UserError(f"{origin.checkpoint}: its weights do not fit the model of {config_file} "
                         f"({str(e).splitlines()[0][:200]})") from None
     model.to(dev).eval()
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     row = state["best"].get("row", {})
     reported = {k: row[k] for k in ("epoch", origin.metric, "val_srcc", "test_srcc", "test_plcc") if k in row}
     return Scorer(model, cfg, origin, int(state["epoch"]), int(row.get("epoch", state["epoch"])), dev, reported,

@@ -20,7 +20,7 @@ from . import records
 from .backbones import normalization
 from .config import RunConfig
 from .errors import UserError
-from .evaluation import autocast_for, crop_predictions
+from .evaluation import autocast_for, crop_predictions, flush_subnormals
 from .losses import hyperiqa_loss
 from .metrics import correlations, disagreement, image_means, logistic_plcc, patch_srcc
 from .model import HyperIQA, build_model
@@ -107,6 +107,7 @@ class Solver:
                 torch.set_num_threads(t.threads)
             except RuntimeError as e:  # more threads than the system lets a process start
                 raise UserError(f"train.threads: cannot start {t.threads} threads here: {e}") from None
+        flush_subnormals()  # 2-3x on a CPU late in fine-tuning, the same figures
         self.device = device or resolve_device(t.device)
         torch.manual_seed(t.seed)
         self.model: HyperIQA = build_model(cfg.model).to(self.device)

@@ -34,7 +34,7 @@ from iqa_tune.records import (
 from iqa_tune.versions import summary
 
 from .confirmation import display_table, load_confirmation, method_text, progress_text
-from .diagnosis import TOP, Diagnosis, diagnose, epoch_table, method
+from .diagnosis import TOP, Diagnosis, change, diagnose, epoch_table, method
 from .diagnosis import summary as diagnosis_summary
 from .figures import (
     MIN_TRIALS_FOR_IMPORTANCE,
@@ -347,6 +347,24 @@ def diagnoses_of(exp_dir: Path, ranking: pd.DataFrame, epochs: pd.DataFrame, met
     return diagnose(ranking, epochs, metric, load_crops(exp_dir, wanted))
 
 
+def test_falls(exp_dir: Path, ranking: pd.DataFrame, epochs: pd.DataFrame, diagnoses: list[Diagnosis]) -> dict:
+    """trial -> its test SRCC change from its best val epoch to its last (``diagnosis.change``: the paired bootstrap
+    over the test images of the two epochs' crop files), for every trial that trained past its best val epoch: the
+    one judgement of a fall that the diagnosis and the headline's trap sentences both read. The diagnosed trials'
+    are taken from their diagnosis, not computed twice."""
+    out = {d.trial: d.changes["test_srcc"] for d in diagnoses if "test_srcc" in d.changes}
+    if epochs.empty or "epoch" not in epochs or "test_srcc" not in epochs:
+        return out
+    last = epochs.groupby("trial")["epoch"].max()
+    wanted = [(t, int(b), int(last[t])) for t, b in zip(ranking["trial"], ranking["best_epoch"])
+              if t not in out and t in last.index and np.isfinite(b) and last[t] > b]
+    for trial, crops in load_crops(exp_dir, wanted).items():
+        hist = epochs[epochs["trial"] == trial].set_index("epoch")
+        best, end = next((b, e) for t, b, e in wanted if t == trial)
+        out[trial] = change("test_srcc", hist.loc[best], hist.loc[end], crops)
+    return out
+
+
 def fit_importance(r: dict) -> tuple[pd.DataFrame | None, str]:
     """fANOVA importance of the searched values, or why there is none; a failed fit never fails the report."""
     try:
@@ -432,8 +450,9 @@ def compute_tables(exp_dir: Path, metric: str | None = None) -> dict:
     preds = {t: p for t, path in zip(trials["trial"], trials["predictions"])
              if (p := load_predictions(path)) is not None} if metric == study_metric else {}
     ranking = add_uncertainty(ranking, preds)
-    return {"metric": metric, "mode": mode, "epochs": epochs, "ranking": ranking,
-            "diagnoses": diagnoses_of(exp_dir, ranking, epochs, metric),
+    diagnoses = diagnoses_of(exp_dir, ranking, epochs, metric)
+    return {"metric": metric, "mode": mode, "epochs": epochs, "ranking": ranking, "diagnoses": diagnoses,
+            "falls": test_falls(exp_dir, ranking, epochs, diagnoses),
             "groups": group_split_seeds(ranking, metric, mode), "marginals": marginals(ranking, metric, mode),
             "versions": settings.get("versions"), "source": settings.get("source"), "uri": settings.get("uri"),
             "planned": settings.get("trials"), "confirmation": _readable_confirmation(exp_dir, damage),
@@ -455,7 +474,7 @@ def write_report(exp_dir: Path, out: Path | None = None, metric: str | None = No
     metric, ranking = r["metric"], r["ranking"]
     r["importance"], r["importance_note"] = fit_importance(r)
     r["findings"] = headline(ranking, r["epochs"], metric, experiment or r["uri"] or str(exp_dir), r["source"],
-                             r["planned"], r["confirmation"], r["diagnoses"], r["predictions"])
+                             r["planned"], r["confirmation"], r["diagnoses"], r["predictions"], r["falls"])
     r["out"] = out
     r["epochs"].to_parquet(out / "results.parquet", index=False)
     cols = _columns(ranking, metric)

@@ -164,48 +164,66 @@ def _train_signal(d, epochs: pd.DataFrame):
 FELL, NOISE, HELD, RISING, UNJUDGED = "fell", "inside the noise", "did not fall", "still rising", "not judged"
 
 
-def after_best(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
+def after_best(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str,
+               falls: dict[str, Change] | None = None) -> pd.DataFrame:
     """One row per ranked trial: its test SRCC and patch-level train SRCC at its best val epoch and at its last
-    epoch, the fall between them, the half-width of its test CI, and a verdict. The fall is judged against that
-    half-width: a fall beyond it is one the test images' noise does not explain (FELL), a smaller one might be
-    that noise (NOISE). A curve whose best val epoch is its last never turned in the epochs it trained (RISING:
-    no fall seen, though a longer run might show one); a single epoch says nothing (UNJUDGED)."""
+    epoch, the fall between them and a verdict. ``falls``: trial -> its test SRCC change between those two epochs
+    with the 95% interval of a paired bootstrap over the test images (``diagnosis.change``, from the two epochs'
+    crop files: the diagnosis's own judgement, so the trap sentences and the diagnosis never disagree). The
+    change is a fall (FELL) when the interval lies below 0, inside the noise (NOISE) when it holds 0. A trial
+    without crop files is judged by the fall against the half-width of its best epoch's test CI instead (the
+    ``judge`` column says which). A curve whose best val epoch is its last never turned in the epochs it trained
+    (RISING: no fall seen, though a longer run might show one); a single epoch says nothing (UNJUDGED)."""
     rows = []
     if epochs.empty or "test_srcc" not in epochs:
         return pd.DataFrame(rows)
+    falls = falls or {}
     for _, t in ranking.dropna(subset=[metric]).iterrows():
         hist = epochs[epochs["trial"] == t["trial"]].sort_values("epoch")
         at_best, last = hist[hist["epoch"] == t["best_epoch"]].iloc[0], hist.iloc[-1]
         half = (t.get("test_srcc_ci_hi", np.nan) - t.get("test_srcc_ci_lo", np.nan)) / 2
         fall = at_best["test_srcc"] - last["test_srcc"]
+        paired = falls.get(t["trial"])
+        paired = paired if paired is not None and paired.known else None
+        lo, hi = (paired.lo, paired.hi) if paired else (np.nan, np.nan)
         rows.append({"trial": t["trial"], "best_epoch": int(at_best["epoch"]), "last_epoch": int(last["epoch"]),
                      "test_at_best": at_best["test_srcc"], "test_last": last["test_srcc"], "fall": fall,
                      "train_at_best": at_best.get("train_srcc_patch", np.nan),
                      "train_last": last.get("train_srcc_patch", np.nan), "half": half,
+                     # the paired interval of the change (last - best) and how many test images it is over
+                     "change_lo": lo, "change_hi": hi, "images": paired.images if paired else 0,
+                     "judge": "paired" if paired else "half-width",
                      # the diagnosis signals, where the solver records them (NaN otherwise)
                      "disagreement_at_best": at_best.get("test_disagreement", np.nan),
                      "disagreement_last": last.get("test_disagreement", np.nan),
                      "gap_at_best": at_best.get("train_eval_srcc", np.nan) - at_best["test_srcc"],
                      "gap_last": last.get("train_eval_srcc", np.nan) - last["test_srcc"],
-                     "verdict": _verdict(int(at_best["epoch"]), int(last["epoch"]), fall, half)})
+                     "verdict": _verdict(int(at_best["epoch"]), int(last["epoch"]), fall, half, hi)})
     return pd.DataFrame(rows)
 
 
-def _verdict(best: int, last: int, fall: float, half: float) -> str:
+def _verdict(best: int, last: int, fall: float, half: float, hi: float = np.nan) -> str:
+    """``hi``: the upper end of the paired interval of the change, where known (it replaces the half-width rule)."""
     if last <= 1 or not np.isfinite(fall):
         return UNJUDGED
     if last <= best:
         return RISING
     if fall <= 0:
         return HELD
+    if np.isfinite(hi):
+        return FELL if hi < 0 else NOISE
     return FELL if np.isfinite(half) and fall > half else NOISE
+
+
+SEED_KEYS = ("train.seed", "data.split.seed")  # searched to replicate a configuration, not to change it
 
 
 def one_change(ranking: pd.DataFrame, a: str, b: str) -> list[tuple[str, object, object]]:
     """The searched keys on which trials ``a`` and ``b`` differ, as (key, value in a, value in b); a key inert in
-    either (the ranking granularity at alpha 0) is no difference."""
+    either (the ranking granularity at alpha 0) is no difference, and neither is a seed (``SEED_KEYS``): two seeds
+    of one configuration are replicates."""
     ra, rb = (ranking[ranking["trial"] == t].iloc[0] for t in (a, b))
-    inert = {k for r in (ra, rb) for k in str(r.get("inert", "") or "").split(",") if k}
+    inert = {k for r in (ra, rb) for k in str(r.get("inert", "") or "").split(",") if k} | set(SEED_KEYS)
     out = []
     for c in [c for c in ranking if c.startswith(HP_PREFIX) and c.removeprefix(HP_PREFIX) not in inert]:
         va, vb = ra[c], rb[c]
@@ -224,21 +242,48 @@ def _curve_text(c: pd.Series) -> str:
 
 
 def _against(c: pd.Series) -> str:
+    """How the fall was judged: the paired interval of the change where the crop files were saved, else the fall
+    against the best epoch's test CI."""
+    if c["judge"] == "paired":
+        return (f"95% CI of the change {c['change_lo']:+.3f} to {c['change_hi']:+.3f} (paired bootstrap over its "
+                f"{c['images']} test images, epoch {c['best_epoch']} against {c['last_epoch']})")
     if not np.isfinite(c["half"]):
         return "no CI (no per-image predictions saved)"
     return f"{c['fall'] / c['half']:.1f} x the ±{c['half']:.3f} half-width of its 95% test CI"
 
 
-def trap(ranking: pd.DataFrame, curves: pd.DataFrame) -> Finding | None:
+def replicates(ranking: pd.DataFrame, curves: pd.DataFrame, trial: str) -> list[str]:
+    """``trial`` and the judged trials that differ from it only in a seed."""
+    return [t for t in curves["trial"] if t == trial or not one_change(ranking, trial, t)]
+
+
+def _replication(ranking: pd.DataFrame, curves: pd.DataFrame, trial: str, confirm: str) -> str:
+    """Does the fall repeat? Over the trials that differ from ``trial`` only in a seed, how many fell; with one
+    seed, that a single run's fall is one draw of the training noise."""
+    reps = replicates(ranking, curves, trial)
+    if len(reps) == 1:
+        return (f" One training seed: on a small set a fall can be one draw of the training noise (another seed may "
+                f"not fall); `{confirm}` retrains the top configurations over seeds.")
+    verdicts = curves.set_index("trial").loc[reps, "verdict"]
+    fell = int((verdicts == FELL).sum())
+    stable = "the same in every seed" if fell == len(reps) else "not stable over seeds"
+    return f" Over its {len(reps)} seeds it fell beyond its noise in {fell}: {stable}."
+
+
+def trap(ranking: pd.DataFrame, curves: pd.DataFrame, confirm: str = "iqa-tune confirm EXPERIMENT") -> Finding | None:
     """The configuration whose test SRCC fell furthest beyond its noise after its best val epoch: the trap, found
-    from the numbers (whatever the trials are called), with whether patch-level train SRCC rose meanwhile."""
+    from the numbers (whatever the trials are called), with whether patch-level train SRCC rose meanwhile and
+    whether the fall repeated over seeds (or that it rests on one). ``confirm``: the command that retrains over
+    seeds, for the sentence."""
     if curves.empty or curves["verdict"].isin([UNJUDGED, RISING]).all():
         return None
     fell = curves[curves["verdict"] == FELL].sort_values("fall", ascending=False)
     if fell.empty:
         worst = curves[~curves["verdict"].isin([UNJUDGED, RISING])].sort_values("fall", ascending=False).iloc[0]
-        return Finding("trap", f"No configuration's image-level test SRCC fell after its best val epoch by more "
-                               f"than the half-width of its test CI: the trap did not show in this study (largest "
+        return Finding("trap", f"No configuration's image-level test SRCC fell after its best val epoch beyond its "
+                               f"noise (the paired bootstrap's 95% interval of the change held 0, or the fall was "
+                               f"within the test CI's half-width where no crop files were saved): the trap did not "
+                               f"show in this study (largest "
                                f"change: {_describe(ranking, worst['trial'])}, {_curve_text(worst)}; "
                                f"{worst['verdict']}).")
     c = fell.iloc[0]
@@ -250,7 +295,8 @@ def trap(ranking: pd.DataFrame, curves: pd.DataFrame) -> Finding | None:
     text += _why(c)
     text += (f" Selecting its best val epoch (early stopping on val, what this report does for every trial) keeps "
              f"{c['test_at_best']:.3f}.")
-    others = fell.iloc[1:]
+    text += _replication(ranking, curves, c["trial"], confirm)
+    others = fell[~fell["trial"].isin(replicates(ranking, curves, c["trial"]))]
     if len(others):
         text += f" {len(others)} other configuration{'s' if len(others) > 1 else ''} fell beyond the noise too: " \
                 + "; ".join(f"{_describe(ranking, o['trial'])} (-{o['fall']:.3f})" for _, o in others.iterrows()) \
@@ -307,36 +353,69 @@ def _cost(ranking: pd.DataFrame, curves: pd.DataFrame, predictions: dict | None,
     return text + f" ({call}: 95% CI {lo:+.3f} to {hi:+.3f}, p {pv:.2f})"
 
 
+def _seed_label(ranking: pd.DataFrame, trial: str) -> str:
+    """``train.seed 1`` (and the split seed where searched): which replicate of its configuration a trial is."""
+    row = ranking[ranking["trial"] == trial].iloc[0]
+    cols = [HP_PREFIX + k for k in SEED_KEYS if HP_PREFIX + k in ranking]
+    return ", ".join(f"{c.removeprefix(HP_PREFIX)} {fmt_value(row[c])}" for c in cols) or f"trial {trial}"
+
+
+def _how(c: pd.Series) -> str:
+    return (f"fell too, {_against(c)}" if c["verdict"] == FELL else
+            f"fell by {c['fall']:.3f}, inside the noise ({_against(c)})" if c["verdict"] == NOISE else
+            "no fall" if c["verdict"] == HELD else
+            f"no fall in its {c['last_epoch']} epochs (val SRCC still at its best in the last)"
+            if c["verdict"] == RISING else "a single epoch: nothing to judge")
+
+
 def remedies(ranking: pd.DataFrame, curves: pd.DataFrame, predictions: dict | None = None) -> Finding | None:
     """The configurations one searched key away from the trap: did that one change remove the fall, and what did
-    it cost or gain at its best val epoch? Found from the hyperparameters, not from trial names."""
+    it cost or gain at its best val epoch? Found from the hyperparameters, not from trial names. Where the study
+    searched seeds, a change is judged over its seeds: it removed the fall only if no seed fell, and a change
+    that fell in some seeds and not in others is named as not stable."""
     fell = curves[curves["verdict"] == FELL].sort_values("fall", ascending=False) if not curves.empty else curves
     if fell.empty:
         return None
     ref = fell.iloc[0]["trial"]
     names = hp_names([c for c in ranking if c.startswith(HP_PREFIX)])
-    parts, removed, kept, unsure = [], [], [], []
+    groups: dict[str, list[pd.Series]] = {}  # the change in words -> its trials (one per seed)
     for _, c in curves.iterrows():
         diff = one_change(ranking, ref, c["trial"]) if c["trial"] != ref else []
-        if len(diff) != 1:
-            continue
-        key, was, now = diff[0]
-        change = f"{names[key]} {fmt_value(was)} -> {fmt_value(now)}"
-        {FELL: kept, HELD: removed, RISING: removed, NOISE: unsure, UNJUDGED: unsure}[c["verdict"]].append(change)
-        how = (f"fell too, {_against(c)}" if c["verdict"] == FELL else
-               f"fell by {c['fall']:.3f}, inside the noise ({_against(c)})" if c["verdict"] == NOISE else
-               "no fall" if c["verdict"] == HELD else
-               f"no fall in its {c['last_epoch']} epochs (val SRCC still at its best in the last)"
-               if c["verdict"] == RISING else "a single epoch: nothing to judge")
-        parts.append(f"{change}: {how}; {_curve_text(c)}; {_cost(ranking, curves, predictions, c['trial'], ref)}")
-    if not parts:
+        if len(diff) == 1:
+            key, was, now = diff[0]
+            groups.setdefault(f"{names[key]} {fmt_value(was)} -> {fmt_value(now)}", []).append(c)
+    if not groups:
         return Finding("remedies", "No configuration differs from the trap in one searched key alone, so no "
                                    "single change can be credited with a way out.")
+    parts, removed, kept, mixed, unsure = [], [], [], [], []
+    for change, members in groups.items():
+        verdicts = [m["verdict"] for m in members]
+        n, n_fell, n_clear = len(members), verdicts.count(FELL), sum(v in (HELD, RISING) for v in verdicts)
+        seeds = f" ({n} seeds)" if n > 1 else ""
+        if n_fell == n:
+            kept.append(change + seeds)
+        elif n_fell:
+            mixed.append(f"{change} (fell in {n_fell} of {n} seeds)")
+        elif n_clear == n:
+            removed.append(change + seeds)
+        else:
+            unsure.append(change + seeds)
+        each = [f"{_how(m)}; {_curve_text(m)}; {_cost(ranking, curves, predictions, m['trial'], ref)}"
+                for m in members]
+        parts.append(f"{change}: {each[0]}" if n == 1 else f"{change}, " + "; ".join(
+            f"{_seed_label(ranking, m['trial'])}: {e}" for m, e in zip(members, each)))
     summary = []
-    if removed:
+    reps = replicates(ranking, curves, ref)
+    trap_fell = int(curves.set_index("trial").loc[reps, "verdict"].eq(FELL).sum())
+    if removed and trap_fell < len(reps):  # the trap's own other seeds did not fall: nothing to credit
+        summary.append(f"no fall in any seed with {', '.join(removed)}, but the trap itself fell in only {trap_fell} "
+                       f"of its {len(reps)} seeds, so no change can be credited with removing its fall")
+    elif removed:
         summary.append(f"removed the fall: {', '.join(removed)}")
     if kept:
         summary.append(f"did not: {', '.join(kept)}")
+    if mixed:
+        summary.append(f"not stable over seeds: {', '.join(mixed)}")
     if unsure:
         summary.append(f"not called (a change inside the noise, or nothing to judge; another run may say "
                        f"otherwise): {', '.join(unsure)}")
@@ -364,12 +443,13 @@ def confirmed(table: pd.DataFrame | None) -> Finding | None:
 def headline(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str, experiment: str,
              source: str | None = None, planned: int | None = None,
              confirmation: pd.DataFrame | None = None, diagnoses: list | None = None,
-             predictions: dict | None = None) -> list[Finding]:
+             predictions: dict | None = None, falls: dict[str, Change] | None = None) -> list[Finding]:
     """The findings, in reading order: progress, best configuration, its figures, noise, overfitting, the trap and
     the single changes that get out of it. ``source``: the study's space file, for the command that resumes an
     interrupted study; ``diagnoses``: the top trials' (``diagnosis.diagnose``, with their crop files), for the
     overfitting verdict; ``predictions``: trial -> (paths, labels, per-image predictions) at its best val epoch,
-    for the paired tests of the remedies against the trap."""
+    for the paired tests of the remedies against the trap; ``falls``: trial -> its test SRCC change after its best
+    val epoch with the diagnosis's paired interval (``after_best``), the top trials' taken from ``diagnoses``."""
     if is_uri(experiment):  # s3://bucket/prefix/name: a Path would fold the '//'
         parent, _, name = experiment.rstrip("/").rpartition("/")
     else:
@@ -381,6 +461,7 @@ def headline(ranking: pd.DataFrame, epochs: pd.DataFrame, metric: str, experimen
                                                           f"{metric_label(metric)} yet.")]
     found += best(ranking, metric)
     found += [noise(ranking, experiment), confirmed(confirmation), overfitting(ranking, epochs, metric, diagnoses)]
-    curves = after_best(ranking, epochs, metric)
-    found += [trap(ranking, curves), remedies(ranking, curves, predictions)]
+    falls = {**(falls or {}), **{d.trial: d.changes["test_srcc"] for d in diagnoses or [] if "test_srcc" in d.changes}}
+    curves = after_best(ranking, epochs, metric, falls)
+    found += [trap(ranking, curves, f"iqa-tune confirm {experiment}"), remedies(ranking, curves, predictions)]
     return [f for f in found if f]

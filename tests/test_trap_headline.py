@@ -138,3 +138,70 @@ def test_the_diagnosis_signals_say_why_where_the_solver_recorded_them():
     epochs["train_eval_srcc"] = epochs["test_srcc"] + 0.05 * epochs["epoch"]
     text = trap(ranking, after_best(ranking, epochs, "val_srcc")).text
     assert "disagreement of test crops grew (0.300 -> 0.600)" in text and "+0.050 -> +0.200" in text
+
+
+def test_the_paired_interval_of_the_change_judges_a_fall_where_crop_files_were_saved():
+    """One judge: where the diagnosis's paired bootstrap of the change is known it decides, not the half-width.
+    "q" falls 0.20 (4x the half-width) but its paired interval holds 0; "z" falls 0.03 (inside the half-width) but
+    its interval lies below 0."""
+    from iqa_tune.reports.diagnosis import Change
+
+    ranking, epochs = tables()
+    falls = {"q": Change("test_srcc", "test SRCC", 0.70, 0.50, lo=-0.41, hi=0.02, images=60),
+             "z": Change("test_srcc", "test SRCC", 0.66, 0.63, lo=-0.05, hi=-0.01, images=60)}
+    c = after_best(ranking, epochs, "val_srcc", falls).set_index("trial")
+    assert c.loc["q", "verdict"] == NOISE and c.loc["q", "judge"] == "paired"
+    assert c.loc["z", "verdict"] == FELL and c.loc["k", "judge"] == "half-width"
+    text = trap(ranking, after_best(ranking, epochs, "val_srcc", falls)).text
+    # q is inside its noise now; k (beyond its half-width, no crop files) is the largest fall left
+    assert text.startswith("The trap: alpha 1, ranking image, lr 0.0003 (trial k)")
+    assert "(trial z)" in text and "(trial q)" not in text
+    found = {f.key: f.text for f in headline(ranking, epochs, "val_srcc", "/tmp/x", falls=falls)}
+    assert found["trap"].startswith("The trap: alpha 1, ranking image, lr 0.0003 (trial k)")
+    z_only = trap(*(lambda r, e: (r, after_best(r, e, "val_srcc", {"z": falls["z"]})))(*tables({"z": CURVES["z"]})))
+    assert "95% CI of the change -0.050 to -0.010 (paired bootstrap over its 60 test images, epoch 1 against 4)" \
+        in z_only.text
+
+
+def test_a_fall_is_counted_over_the_seeds_of_its_configuration_or_said_to_rest_on_one():
+    """Two seeds of the trap (a searched train.seed): one falls, one does not. The seed is no "change" (the other
+    seed is neither a remedy nor another configuration that fell), and the sentence counts 1 of 2."""
+    ranking, epochs = tables({k: CURVES[k] for k in ("q", "m")})
+    single = trap(ranking, after_best(ranking, epochs, "val_srcc"), "iqa-tune confirm ray_results/x").text
+    assert "One training seed" in single and "`iqa-tune confirm ray_results/x`" in single
+    curves = {**CURVES, "q2": CURVES["w"][:0] + (CURVES["q"][0], *CURVES["m"][1:])}  # the trap's values, m's curve
+    ranking, epochs = tables(curves)
+    ranking["hp.train.seed"] = [1 if t == "q2" else 0 for t in ranking["trial"]]
+    text = trap(ranking, after_best(ranking, epochs, "val_srcc")).text
+    assert "Over its 2 seeds it fell beyond its noise in 1: not stable over seeds." in text
+    assert "1 other configuration fell beyond the noise too" in text  # k; q2 is the trap's replicate, not another
+    assert one_change(ranking, "q", "q2") == []
+    without = tables()  # the trap's replicate is no change: the same changes as without it, credited with less
+    with_rep = remedies(ranking, after_best(ranking, epochs, "val_srcc")).text
+    alone = remedies(without[0], after_best(*without, "val_srcc")).text
+    assert with_rep.split(". With ", 1)[1] == alone.split(". With ", 1)[1]
+    assert "removed the fall" in alone and "removed the fall" not in with_rep
+
+
+def test_a_change_is_judged_over_its_seeds():
+    """The lower lr in two seeds, neither falling: it removed the fall (2 seeds). Image-level ranking in two seeds,
+    one falling: not stable over seeds. Each seed's figures follow, labelled by its seed."""
+    curves = {"q": CURVES["q"], "m": CURVES["m"], "m1": CURVES["m"], "k": CURVES["k"],
+              "k1": (CURVES["k"][0], *CURVES["m"][1:])}
+    ranking, epochs = tables(curves)
+    ranking["hp.train.seed"] = [1 if t.endswith("1") else 0 for t in ranking["trial"]]
+    text = remedies(ranking, after_best(ranking, epochs, "val_srcc")).text
+    assert "removed the fall: lr 0.0003 -> 0.0001 (2 seeds)" in text
+    assert "not stable over seeds: ranking patch -> image (fell in 1 of 2 seeds)" in text
+    assert "With lr 0.0003 -> 0.0001, train.seed 0: no fall in its 4 epochs" in text
+    assert "; train.seed 1: no fall in its 4 epochs" in text
+
+
+def test_no_change_is_credited_with_removing_a_fall_that_the_trap_itself_did_not_repeat():
+    curves = {"q": CURVES["q"], "q1": (CURVES["q"][0], *CURVES["m"][1:]), "m": CURVES["m"], "m1": CURVES["m"]}
+    ranking, epochs = tables(curves)
+    ranking["hp.train.seed"] = [1 if t.endswith("1") else 0 for t in ranking["trial"]]
+    text = remedies(ranking, after_best(ranking, epochs, "val_srcc")).text
+    assert "removed the fall" not in text
+    assert ("no fall in any seed with lr 0.0003 -> 0.0001 (2 seeds), but the trap itself fell in only 1 of its 2 "
+            "seeds, so no change can be credited with removing its fall") in text
