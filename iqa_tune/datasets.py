@@ -362,6 +362,12 @@ def split_catalog(cat: Catalog, cfg: SplitConfig) -> dict[str, np.ndarray]:
     Deterministic for a given catalog and seed, so every trial with the same split seed sees the same split.
     """
     if cfg.official and cat.official is not None:
+        moved = [k for k in ("train", "val", "test", "seed") if getattr(cfg, k) != getattr(SplitConfig(), k)]
+        if moved:  # a seeded split asked for, the release's own sets used: a run unlike its config
+            keys = ", ".join(f"data.split.{k}" for k in moved)
+            raise UserError(f"{keys}: {cat.name} ships its own train/val/test sets and data.split.official is true, "
+                            f"so {keys} does nothing; remove it, or set data.split.official: false to draw a "
+                            "seeded content-disjoint split")
         return {k: np.array(sorted(v), dtype=np.int64) for k, v in cat.official.items()}
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(cat.refs):

@@ -19,6 +19,7 @@ from iqa_tune.cache import decode
 from .conftest import cli, write_image, write_livec
 
 SPLIT = {"train": 0.4, "val": 0.3, "test": 0.3}  # 10 images -> 4/3/3: val and test can be scored
+OFFICIAL = {"train": 0.7, "val": 0.1, "test": 0.2}  # the defaults: a release's own sets leave them untouched
 
 
 def image(path: Path, size=40, seed=0) -> None:
@@ -440,7 +441,14 @@ def split_train_empty(tmp):
 @case("data.split: the val split", "official split (data.split.official)", "val 1")
 def split_official_too_small(tmp):
     return config(tmp, koniq(tmp, set_column=["training"] * 6 + ["validation"] + ["test"] * 3),
-                  data={"dataset": "koniq10k", "resize": [40, 40], "csv_file": None})
+                  data={"dataset": "koniq10k", "resize": [40, 40], "csv_file": None, "split": OFFICIAL})
+
+
+@case("data.split.train, data.split.val, data.split.seed", "ships its own train/val/test sets", "data.split.official: false")
+def split_seed_beside_the_official_split(tmp):
+    return config(tmp, koniq(tmp, set_column=["training"] * 4 + ["validation"] * 3 + ["test"] * 3),
+                  data={"dataset": "koniq10k", "resize": [40, 40], "csv_file": None,
+                        "split": {**OFFICIAL, "seed": 3, "train": 0.6, "val": 0.2}})
 
 
 # out_dir
