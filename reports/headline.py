@@ -354,10 +354,12 @@ def _cost(ranking: pd.DataFrame, curves: pd.DataFrame, predictions: dict | None,
 
 
 def _seed_label(ranking: pd.DataFrame, trial: str) -> str:
-    """``train.seed 1`` (and the split seed where searched): which replicate of its configuration a trial is."""
+    """``seed 1`` (and the split seed where searched), named as the ranking names them: which replicate of its
+    configuration a trial is."""
     row = ranking[ranking["trial"] == trial].iloc[0]
     cols = [HP_PREFIX + k for k in SEED_KEYS if HP_PREFIX + k in ranking]
-    return ", ".join(f"{c.removeprefix(HP_PREFIX)} {fmt_value(row[c])}" for c in cols) or f"trial {trial}"
+    names = hp_names([c for c in ranking if c.startswith(HP_PREFIX)])
+    return ", ".join(f"{names[c]} {fmt_value(row[c])}" for c in cols) or f"trial {trial}"
 
 
 def _how(c: pd.Series) -> str:

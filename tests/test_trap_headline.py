@@ -193,8 +193,8 @@ def test_a_change_is_judged_over_its_seeds():
     text = remedies(ranking, after_best(ranking, epochs, "val_srcc")).text
     assert "removed the fall: lr 0.0003 -> 0.0001 (2 seeds)" in text
     assert "not stable over seeds: ranking patch -> image (fell in 1 of 2 seeds)" in text
-    assert "With lr 0.0003 -> 0.0001, train.seed 0: no fall in its 4 epochs" in text
-    assert "; train.seed 1: no fall in its 4 epochs" in text
+    assert "With lr 0.0003 -> 0.0001, seed 0: no fall in its 4 epochs" in text
+    assert "; seed 1: no fall in its 4 epochs" in text
 
 
 def test_no_change_is_credited_with_removing_a_fall_that_the_trap_itself_did_not_repeat():
