@@ -216,4 +216,7 @@ def marginals(ranking: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
             rows.append({"hyperparameter": c[len(HP_PREFIX):], "value": value, "trials": len(g),
                          f"median {metric}": g[metric].median(), f"best {metric}": best,
                          "median test_srcc": g["test_srcc"].median()})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if len(out):  # each value as its hyperparameter has it: a seed of 1 beside an lr of 1e-4 is not 1.0000
+        out["value"] = pd.Series([r["value"] for r in rows], dtype=object)
+    return out

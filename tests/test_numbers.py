@@ -133,6 +133,16 @@ def test_marginals_count_only_trials_where_the_key_has_an_effect():
     assert m[m["hyperparameter"] == "loss.alpha"]["trials"].sum() == 6
 
 
+def test_marginals_keep_each_value_as_its_hyperparameter_has_it():
+    """A seed of 1 beside an lr of 1e-4 in one column: the seed stays an int (shown "1", not "1.0000")."""
+    from iqa_tune.reports.build import format_cell
+
+    ranking = pd.DataFrame({"trial": list("abcd"), "val_srcc": [0.9, 0.8, 0.7, 0.6], "test_srcc": [0.9, 0.8, 0.7, 0.6],
+                            "hp.train.lr": [1e-3, 1e-3, 1e-4, 1e-4], "hp.train.seed": [0, 1, 0, 1]})
+    m = marginals(ranking, "val_srcc", "max")
+    assert [format_cell(v) for v in m["value"]] == ["1.00e-04", "0.0010", "0", "1"]
+
+
 def test_a_swin_at_another_patch_size_is_refused_by_validate(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump({"model": {"backbone": "swin_micro"}, "data": {"patch_size": 32},
