@@ -322,25 +322,32 @@ def bench_eval(quick: bool) -> dict:
     return out
 
 
-def _subnormal_share(solver) -> float:
-    """The share of the nonzero values in the model's parameters and the optimizer's state that are subnormal."""
+def _subnormal_shares(solver) -> dict[str, float]:
+    """The share of the nonzero values that are subnormal, in the model's weights and the optimizer's state, and in
+    the last step's gradients. Counted with flushing off: flushed, a subnormal input reads as zero, and every count
+    would be 0."""
     import torch
 
+    torch.set_flush_denormal(False)
     tiny = torch.finfo(torch.float32).tiny
-    tensors = [p.detach() for p in solver.model.parameters()]
-    tensors += [v for st in solver.optimizer.state.values() for v in st.values()
-                if torch.is_tensor(v) and v.is_floating_point() and v.dim() > 0]
-    nonzero = sum(int((t != 0).sum()) for t in tensors)
-    subnormal = sum(int(((t != 0) & (t.abs() < tiny)).sum()) for t in tensors)
-    return subnormal / max(nonzero, 1)
+
+    def share(tensors: list) -> float:
+        nonzero = sum(int((t != 0).sum()) for t in tensors)
+        return sum(int(((t != 0) & (t.abs() < tiny)).sum()) for t in tensors) / max(nonzero, 1)
+
+    params = list(solver.model.parameters())
+    state = [p.detach() for p in params] + [v for st in solver.optimizer.state.values() for v in st.values()
+                                            if torch.is_tensor(v) and v.is_floating_point() and v.dim() > 0]
+    return {"state": share(state), "grads": share([p.grad for p in params if p.grad is not None])}
 
 
 def bench_denormal(quick: bool) -> dict:
     """What flushing subnormal floats to zero saves on the CPU: two solvers of the demo's trap run alone, but at the
-    demo's lower lr (1e-4: fine-tuning at a low lr breeds subnormal values in the weights and Adam's moments), one
+    demo's lower lr (1e-4: fine-tuning at a low lr breeds subnormal values in the backward pass), one
     epoch each in turn, one with subnormals computed (the CPU default) and one with them flushed (what the solver
     does); the same batches, so the metrics must come out identical. Per epoch: training seconds of each, their
-    ratio, the share of subnormal values the unflushed one carries."""
+    ratio, and the share of subnormal values the unflushed one holds in its weights and Adam's moments and in its
+    last step's gradients."""
     import torch
 
     from .config import load_run_config
@@ -365,7 +372,7 @@ def bench_denormal(quick: bool) -> dict:
             for k, solver in solvers.items():
                 torch.set_flush_denormal(k == "flushed")
                 rows[k].append(solver.run_epoch()[0])
-            share.append(_subnormal_share(solvers["computed"]))
+            share.append(_subnormal_shares(solvers["computed"]))
     finally:
         torch.set_flush_denormal(True)
     keys = ("train_loss", "val_srcc", "test_srcc")
@@ -375,7 +382,8 @@ def bench_denormal(quick: bool) -> dict:
             "speedup_per_epoch": [a["train_seconds"] / b["train_seconds"] for a, b in zip(*rows.values())],
             "speedup_total": sum(r["train_seconds"] for r in rows["computed"]) /
             sum(r["train_seconds"] for r in rows["flushed"]),
-            "subnormal_share_unflushed": share,
+            "subnormal_share_unflushed_state": [x["state"] for x in share],
+            "subnormal_share_unflushed_grads": [x["grads"] for x in share],
             "identical_metrics": all(a[k] == b[k] for a, b in zip(*rows.values()) for k in keys)}
 
 
