@@ -350,7 +350,6 @@ def bench_denormal(quick: bool) -> dict:
     last step's gradients."""
     import torch
 
-    from .config import load_run_config
     from .prepare import prepare_data
     from .shipped import resolve
     from .solver import Solver
@@ -359,10 +358,7 @@ def bench_denormal(quick: bool) -> dict:
     epochs = 2 if quick else 3
     raw["train"].update(lr=1.0e-4, epochs=epochs, threads=1)
     raw["data"].update(train_eval_images=0, **({"limit": 600} if quick else {}))
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "denormal.yaml"
-        path.write_text(yaml.safe_dump({**raw, "out_dir": folder}))
-        cfg = load_run_config(path)
+    cfg = build_run_config(raw)
     data = prepare_data(cfg, progress=False)
     solvers = {"computed": Solver(cfg, data), "flushed": Solver(cfg, data)}
     rows: dict[str, list[dict]] = {k: [] for k in solvers}

@@ -257,17 +257,21 @@ def replicates(ranking: pd.DataFrame, curves: pd.DataFrame, trial: str) -> list[
     return [t for t in curves["trial"] if t == trial or not one_change(ranking, trial, t)]
 
 
+def falls_over_seeds(ranking: pd.DataFrame, curves: pd.DataFrame, trial: str) -> tuple[int, int]:
+    """(how many fell beyond their noise, how many there are) among ``trial``'s replicates."""
+    reps = replicates(ranking, curves, trial)
+    return int(curves.set_index("trial").loc[reps, "verdict"].eq(FELL).sum()), len(reps)
+
+
 def _replication(ranking: pd.DataFrame, curves: pd.DataFrame, trial: str, confirm: str) -> str:
     """Does the fall repeat? Over the trials that differ from ``trial`` only in a seed, how many fell; with one
     seed, that a single run's fall is one draw of the training noise."""
-    reps = replicates(ranking, curves, trial)
-    if len(reps) == 1:
+    fell, seeds = falls_over_seeds(ranking, curves, trial)
+    if seeds == 1:
         return (f" One training seed: on a small set a fall can be one draw of the training noise (another seed may "
                 f"not fall); `{confirm}` retrains the top configurations over seeds.")
-    verdicts = curves.set_index("trial").loc[reps, "verdict"]
-    fell = int((verdicts == FELL).sum())
-    stable = "the same in every seed" if fell == len(reps) else "not stable over seeds"
-    return f" Over its {len(reps)} seeds it fell beyond its noise in {fell}: {stable}."
+    stable = "the same in every seed" if fell == seeds else "not stable over seeds"
+    return f" Over its {seeds} seeds it fell beyond its noise in {fell}: {stable}."
 
 
 def trap(ranking: pd.DataFrame, curves: pd.DataFrame, confirm: str = "iqa-tune confirm EXPERIMENT") -> Finding | None:
@@ -407,11 +411,10 @@ def remedies(ranking: pd.DataFrame, curves: pd.DataFrame, predictions: dict | No
         parts.append(f"{change}: {each[0]}" if n == 1 else f"{change}, " + "; ".join(
             f"{_seed_label(ranking, m['trial'])}: {e}" for m, e in zip(members, each)))
     summary = []
-    reps = replicates(ranking, curves, ref)
-    trap_fell = int(curves.set_index("trial").loc[reps, "verdict"].eq(FELL).sum())
-    if removed and trap_fell < len(reps):  # the trap's own other seeds did not fall: nothing to credit
+    trap_fell, trap_seeds = falls_over_seeds(ranking, curves, ref)
+    if removed and trap_fell < trap_seeds:  # the trap's own other seeds did not fall: nothing to credit
         summary.append(f"no fall in any seed with {', '.join(removed)}, but the trap itself fell in only {trap_fell} "
-                       f"of its {len(reps)} seeds, so no change can be credited with removing its fall")
+                       f"of its {trap_seeds} seeds, so no change can be credited with removing its fall")
     elif removed:
         summary.append(f"removed the fall: {', '.join(removed)}")
     if kept:
